@@ -106,7 +106,11 @@ func (r *Reloader) Pool() *x509.CertPool {
 	return pool
 }
 
-// ServerConfig is TLS 1.3 only and requires a client certificate chained to the CA.
+// ServerConfig is TLS 1.3 only and requires a client certificate chained to the CA and
+// valid now. The chain is checked here for any key usage so that a certificate of the wrong
+// role (an agent's used as a client) still completes the handshake and is refused, and
+// audited with its identity, by the RPC layer. Certificates of another CA, expired ones and
+// none at all never get past the handshake.
 func (r *Reloader) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -115,11 +119,57 @@ func (r *Reloader) ServerConfig() *tls.Config {
 			return &tls.Config{
 				MinVersion:   tls.VersionTLS13,
 				Certificates: []tls.Certificate{*pair},
-				ClientAuth:   tls.RequireAndVerifyClientCert,
-				ClientCAs:    pool,
+				ClientAuth:   tls.RequireAnyClientCert,
+				VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+					return verifyChain(raw, pool)
+				},
 			}, nil
 		},
 	}
+}
+
+func verifyChain(raw [][]byte, pool *x509.CertPool) error {
+	if len(raw) == 0 {
+		return fmt.Errorf("no client certificate")
+	}
+	leaf, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return fmt.Errorf("parse client certificate: %w", err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range raw[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("parse client chain: %w", err)
+		}
+		inter.AddCert(c)
+	}
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return fmt.Errorf("client certificate %q: %w", leaf.Subject.CommonName, err)
+	}
+	return nil
+}
+
+// PeerLeaf parses the peer's leaf from a verified connection state.
+func PeerLeaf(state tls.ConnectionState) *x509.Certificate {
+	if len(state.PeerCertificates) == 0 {
+		return nil
+	}
+	return state.PeerCertificates[0]
+}
+
+// IsOperator reports whether c is an operator certificate usable for client auth.
+func IsOperator(c *x509.Certificate) bool {
+	if c == nil || RoleOf(c) != RoleOperator {
+		return false
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth {
+			return true
+		}
+	}
+	return false
 }
 
 // ClientConfig is TLS 1.3 only, presents the client certificate and verifies the server

@@ -1,0 +1,150 @@
+// Package cli is reset-agent's command line: serve, audit verify, version.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prego/testreset/agent"
+	"github.com/prego/testreset/agent/audit"
+	"github.com/prego/testreset/agent/config"
+)
+
+const usage = `usage:
+  reset-agent serve --config FILE
+  reset-agent audit verify --file FILE [--file NEWER]...
+  reset-agent version`
+
+// Main runs the command and returns the exit code.
+func Main(args []string, version string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], version, stderr)
+	case "audit":
+		if len(args) < 2 || args[1] != "verify" {
+			err = usageError("audit takes the subcommand verify")
+			break
+		}
+		err = verify(args[2:], stdout)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+	default:
+		err = usageError(fmt.Sprintf("unknown command %q", args[0]))
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(stderr, "reset-agent: %v\n", err)
+	var u usageError
+	if errors.As(err, &u) {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	return 1
+}
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func serve(args []string, version string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "agent configuration file (YAML)")
+	grace := fs.Duration("grace", 5*time.Minute, "how long calls in flight may run after SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usageError("serve needs --config")
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := agent.New(cfg, version, log)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := srv.ReloadCertificates(); err != nil {
+				log.Error("reload failed, keeping the previous certificates", "err", err)
+			} else {
+				log.Info("certificates reloaded and audit log reopened")
+			}
+		}
+	}()
+	log.Info("serving", "listen", lis.Addr().String(), "version", version, "bench", cfg.Bench.Path)
+	return srv.Serve(ctx, lis, *grace)
+}
+
+func verify(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	var files multiFlag
+	fs.Var(&files, "file", "audit log file; repeat for rotated files, oldest first")
+	cfgPath := fs.String("config", "", "agent configuration file: verify its audit.path")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	files = append(files, fs.Args()...)
+	if len(files) == 0 && *cfgPath != "" {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		files = append(files, cfg.Audit.Path)
+	}
+	if len(files) == 0 {
+		return usageError("audit verify needs --file (or --config)")
+	}
+	rep, err := audit.Verify(files...)
+	if err != nil {
+		return fmt.Errorf("audit chain broken: %w", err)
+	}
+	fmt.Fprintf(stdout, "ok: %d lines, chain intact", rep.Lines)
+	if rep.First != "" {
+		fmt.Fprintf(stdout, ", continues from rotated file ending %.16s", rep.First)
+	}
+	if !rep.HeadChecked {
+		fmt.Fprint(stdout, " (no head file: the newest lines are not anchored)")
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}

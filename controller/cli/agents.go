@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/prego/testreset/controller/agents"
+	"github.com/prego/testreset/controller/config"
+)
+
+func runAgents(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "agents")
+	cfgPath := fs.String("config", "", "resetctl configuration file")
+	asJSON := fs.Bool("json", false, "print a JSON array")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, pool, err := openAgents(*cfgPath)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	hosts := pool.Known()
+	if len(hosts) == 0 {
+		return withHint(fmt.Errorf("no agents configured"), "list the nodes under agents.hosts in %s", cfg.Path)
+	}
+	out := make([]agents.Status, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = pool.Check(ctx, h)
+		}()
+	}
+	wg.Wait()
+	down := 0
+	for _, s := range out {
+		if !s.Healthy {
+			down++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tADDRESS\tHEALTHY\tVERSION\tMODE\tSITES\tMARIADB\tERROR")
+		for _, s := range out {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Host, s.Address, s.Healthy, s.Version, s.Mode, s.Sites, s.MariaDBVersion, s.Error)
+		}
+		tw.Flush()
+	}
+	if down > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("%d of %d agents unreachable", down, len(out))}
+	}
+	return nil
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, usageErr("--config is required")
+	}
+	return config.Load(path)
+}
+
+func openAgents(path string) (*config.Config, *agents.Pool, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := agents.NewPool(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, pool, nil
+}

@@ -1,0 +1,303 @@
+// Package config reads resetctl's YAML configuration: the operator identity, the agents,
+// the D1, KV and Stripe backends, the guards and the reset spec. Relative paths resolve
+// against the config file's folder. Secrets never live here: tokens come from the
+// environment (CLOUDFLARE_API_TOKEN, STRIPE_API_KEY).
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is resetctl.yaml.
+type Config struct {
+	StateDir string   `yaml:"state_dir"`
+	Identity Identity `yaml:"identity"`
+	Agents   Agents   `yaml:"agents"`
+	D1       D1       `yaml:"d1"`
+	KV       KV       `yaml:"kv"`
+	Stripe   Stripe   `yaml:"stripe"`
+	Guards   Guards   `yaml:"guards"`
+	Spec     Spec     `yaml:"spec"`
+
+	// Path is the file the config was read from.
+	Path string `yaml:"-"`
+}
+
+// Identity is the operator's certificate, key and the deployment CA.
+type Identity struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Agents says how to reach the agent of a host.
+type Agents struct {
+	Port int `yaml:"port"`
+	// Hosts are the known agents: host -> address override ("" = host:port).
+	Hosts   map[string]string `yaml:"hosts"`
+	Timeout time.Duration     `yaml:"timeout"`
+}
+
+// D1 selects the control-plane database backend.
+type D1 struct {
+	Backend string `yaml:"backend"` // sqlite (default) or cloudflare
+	SQLite  struct {
+		Path string `yaml:"path"`
+	} `yaml:"sqlite"`
+	Cloudflare struct {
+		AccountID  string `yaml:"account_id"`
+		DatabaseID string `yaml:"database_id"`
+		BaseURL    string `yaml:"base_url"`
+	} `yaml:"cloudflare"`
+}
+
+// KV selects the Workers KV backend.
+type KV struct {
+	Backend string `yaml:"backend"` // sqlite (default) or cloudflare
+	SQLite  struct {
+		Path string `yaml:"path"`
+	} `yaml:"sqlite"`
+	Cloudflare struct {
+		AccountID  string            `yaml:"account_id"`
+		BaseURL    string            `yaml:"base_url"`
+		Namespaces map[string]string `yaml:"namespaces"` // binding -> namespace id
+	} `yaml:"cloudflare"`
+}
+
+// Stripe is enabled when STRIPE_API_KEY is set (or required by Enabled).
+type Stripe struct {
+	// Enabled: "auto" (default: on when STRIPE_API_KEY is set), "true" or "false".
+	Enabled string `yaml:"enabled"`
+	BaseURL string `yaml:"base_url"`
+}
+
+// Guards are the safety switches of the runbook (TEST_DATA_RESET_ENABLED and allowlists).
+type Guards struct {
+	Enabled         bool     `yaml:"enabled"`
+	EmailAllowlist  []string `yaml:"email_allowlist"`
+	TenantAllowlist []string `yaml:"tenant_allowlist"`
+}
+
+// Spec describes where a target's data lives. Everything else comes from the schema.
+type Spec struct {
+	TenantRoot Root        `yaml:"tenant_root"`
+	EmailRoots []EmailRoot `yaml:"email_roots"`
+	// TenantsByEmail is a read-only query with one parameter (the normalised e-mail)
+	// returning tenant ids: how an e-mail reaches its tenants.
+	TenantsByEmail string       `yaml:"tenants_by_email"`
+	Runtime        Runtime      `yaml:"runtime"`
+	SoftRefs       []SoftRef    `yaml:"soft_refs"`
+	KV             []KVTemplate `yaml:"kv"`
+	StripeIDs      []StripeID   `yaml:"stripe_ids"`
+	OrphanUsers    OrphanUsers  `yaml:"orphan_users"`
+	// Ignore lists tables the coverage check must not warn about (for example audit tables
+	// kept for accounting on purpose).
+	Ignore []string `yaml:"ignore"`
+}
+
+// Root is a table and its key column.
+type Root struct {
+	Table string `yaml:"table"`
+	Key   string `yaml:"key"`
+}
+
+// EmailRoot is a table whose column holds a normalised e-mail.
+type EmailRoot struct {
+	Table  string `yaml:"table"`
+	Column string `yaml:"column"`
+}
+
+// Runtime maps a tenant to its Frappe site and node.
+type Runtime struct {
+	Table        string `yaml:"table"`
+	TenantColumn string `yaml:"tenant_column"`
+	SiteColumn   string `yaml:"site_column"`
+	HostColumn   string `yaml:"host_column"`
+}
+
+// SoftRef is a column pointing at a root key without a declared foreign key.
+type SoftRef struct {
+	Table      string `yaml:"table"`
+	Column     string `yaml:"column"`
+	References string `yaml:"references"` // "table.column"
+}
+
+// KVTemplate names keys to remove. Placeholders: {email}, {tenant_id}, {site_name}, {host}
+// and any other column of the runtime row.
+type KVTemplate struct {
+	Namespace string `yaml:"namespace"`
+	Key       string `yaml:"key"`
+	Match     string `yaml:"match"` // exact (default) or prefix
+	// Routing keys are removed before the sites are dropped, so no traffic reaches them.
+	Routing bool `yaml:"routing"`
+}
+
+// StripeID is a column holding a Stripe object id.
+type StripeID struct {
+	Table  string `yaml:"table"`
+	Column string `yaml:"column"`
+	Kind   string `yaml:"kind"` // customer or subscription
+}
+
+// OrphanUsers, when enabled, also removes users left with no tenant after a reset.
+type OrphanUsers struct {
+	Enabled bool   `yaml:"enabled"`
+	Table   string `yaml:"table"` // users
+	Key     string `yaml:"key"`   // id
+	Link    string `yaml:"link"`  // user_tenants.user_id
+	Email   string `yaml:"email"` // email column of the users table
+}
+
+// Load reads and validates a config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Path = abs
+	c.resolve(filepath.Dir(abs))
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) resolve(dir string) {
+	rel := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = "state"
+	}
+	rel(&c.StateDir)
+	rel(&c.Identity.CA)
+	rel(&c.Identity.Cert)
+	rel(&c.Identity.Key)
+	rel(&c.D1.SQLite.Path)
+	rel(&c.KV.SQLite.Path)
+	if c.Agents.Port == 0 {
+		c.Agents.Port = 7443
+	}
+	if c.Agents.Timeout == 0 {
+		c.Agents.Timeout = 10 * time.Second
+	}
+	if c.D1.Backend == "" {
+		c.D1.Backend = "sqlite"
+	}
+	if c.KV.Backend == "" {
+		c.KV.Backend = "sqlite"
+	}
+	if c.Stripe.Enabled == "" {
+		c.Stripe.Enabled = "auto"
+	}
+	for i := range c.Spec.KV {
+		if c.Spec.KV[i].Match == "" {
+			c.Spec.KV[i].Match = "exact"
+		}
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	for _, f := range []struct{ key, path string }{{"identity.ca", c.Identity.CA}, {"identity.cert", c.Identity.Cert}, {"identity.key", c.Identity.Key}} {
+		if f.path == "" {
+			bad(f.key, "required")
+		}
+	}
+	if c.Agents.Port < 1 || c.Agents.Port > 65535 {
+		bad("agents.port", "%d is not a port", c.Agents.Port)
+	}
+	for h, addr := range c.Agents.Hosts {
+		if addr == "" {
+			continue // known host on the default port
+		}
+		if _, p, err := net.SplitHostPort(addr); err != nil {
+			bad("agents.hosts."+h, "%q is not host:port", addr)
+		} else if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			bad("agents.hosts."+h, "bad port in %q", addr)
+		}
+	}
+	switch c.D1.Backend {
+	case "sqlite":
+	case "cloudflare":
+		if c.D1.Cloudflare.AccountID == "" {
+			bad("d1.cloudflare.account_id", "required with backend cloudflare")
+		}
+		if c.D1.Cloudflare.DatabaseID == "" {
+			bad("d1.cloudflare.database_id", "required with backend cloudflare")
+		}
+	default:
+		bad("d1.backend", "%q is not sqlite or cloudflare", c.D1.Backend)
+	}
+	switch c.KV.Backend {
+	case "sqlite":
+	case "cloudflare":
+		if c.KV.Cloudflare.AccountID == "" {
+			bad("kv.cloudflare.account_id", "required with backend cloudflare")
+		}
+	default:
+		bad("kv.backend", "%q is not sqlite or cloudflare", c.KV.Backend)
+	}
+	switch c.Stripe.Enabled {
+	case "auto", "true", "false":
+	default:
+		bad("stripe.enabled", "%q is not auto, true or false", c.Stripe.Enabled)
+	}
+	for i, t := range c.Spec.KV {
+		key := fmt.Sprintf("spec.kv[%d]", i)
+		if t.Namespace == "" || t.Key == "" {
+			bad(key, "namespace and key are required")
+		}
+		if t.Match != "exact" && t.Match != "prefix" {
+			bad(key+".match", "%q is not exact or prefix", t.Match)
+		}
+	}
+	for i, s := range c.Spec.StripeIDs {
+		if s.Kind != "customer" && s.Kind != "subscription" {
+			bad(fmt.Sprintf("spec.stripe_ids[%d].kind", i), "%q is not customer or subscription", s.Kind)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AgentAddress returns where the agent of host listens.
+func (c *Config) AgentAddress(host string) string {
+	if a := c.Agents.Hosts[host]; a != "" {
+		return a
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.Agents.Port))
+}
+
+// SpecHash is the sha256 of the spec's canonical YAML, recorded in plans so that a plan made
+// under another spec is noticed.
+func (c *Config) SpecHash() string {
+	b, _ := yaml.Marshal(c.Spec)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
