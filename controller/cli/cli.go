@@ -35,6 +35,12 @@ func commands() []command {
 	return []command{
 		{"certs", "certs init|issue: the deployment CA and certificates", runCerts},
 		{"agents", "health and Info of every known agent", runAgents},
+		{"inventory", "find everything of the targets and write a plan", runInventory},
+		{"approve", "second operator: sign a plan and its grants", runApprove},
+		{"verify", "check that nothing of a plan's targets remains", runVerify},
+		{"execute", "run an approved plan (resumes an interrupted run)", runExecute},
+		{"status", "list runs, or one run's steps", runStatus},
+		{"restore", "roll a run back from its backups", runRestore},
 	}
 }
 
@@ -143,6 +149,12 @@ func newFlags(env *Env, name string) *flag.FlagSet {
 
 // parse parses flags and refuses stray arguments beyond want.
 func parse(fs *flag.FlagSet, args []string, wantArgs int) error {
+	return parseRange(fs, args, wantArgs, wantArgs)
+}
+
+// parseRange parses flags anywhere among the arguments and wants between lo and hi
+// positional arguments.
+func parseRange(fs *flag.FlagSet, args []string, lo, hi int) error {
 	// Allow flags after positional arguments, as operators type them.
 	var pos []string
 	for {
@@ -158,11 +170,11 @@ func parse(fs *flag.FlagSet, args []string, wantArgs int) error {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != wantArgs {
-		if wantArgs == 0 {
+	if len(pos) < lo || len(pos) > hi {
+		if hi == 0 {
 			return usageErr("%s: unexpected argument %q", fs.Name(), pos[0])
 		}
-		return usageErr("%s: want %d argument(s), got %d", fs.Name(), wantArgs, len(pos))
+		return usageErr("%s: want %d argument(s), got %d", fs.Name(), hi, len(pos))
 	}
 	fs.Parse(append([]string{"--"}, pos...))
 	return nil

@@ -103,6 +103,8 @@ type TableRows struct {
 	Table      string       `json:"table"`
 	KeyColumns []string     `json:"key_columns"`
 	Keys       [][]d1.Value `json:"keys"`
+	// Targets[i] are the targets row i belongs to.
+	Targets [][]int `json:"targets"`
 	// Full rows, for backups; not part of the plan file.
 	Columns []string     `json:"-"`
 	Rows    [][]d1.Value `json:"-"`
@@ -374,6 +376,7 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		tr := TableRows{Table: t, KeyColumns: r.Table.KeyColumns(), Columns: r.Columns, Rows: r.Rows}
 		for i := range r.Rows {
 			tr.Keys = append(tr.Keys, r.Key(i))
+			tr.Targets = append(tr.Targets, setList(r.Targets[i]))
 		}
 		inv.Tables = append(inv.Tables, tr)
 	}

@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/execute"
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/plan"
+)
+
+func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	if err != nil {
+		return nil, nil, err
+	}
+	j, err := journal.Open(cfg.StateDir)
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr}
+	if env.Terminal {
+		e.Progress = env.Stderr
+	}
+	return e, func() { j.Close(); b.Close() }, nil
+}
+
+func runExecute(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "execute")
+	cfgPath := fs.String("config", "", "resetctl configuration file")
+	dryRun := fs.Bool("dry-run", false, "print the steps with counts and change nothing")
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	p, err := plan.Read(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	e, closeAll, err := openExecutor(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	res, err := e.Execute(ctx, p, *dryRun)
+	if err != nil {
+		switch {
+		case errors.Is(err, plan.ErrUnapproved):
+			return withHint(err, "a second operator must run 'resetctl approve' on this plan first")
+		case errors.Is(err, plan.ErrSelfApproval):
+			return withHint(err, "ask a second operator to run resetctl approve")
+		case errors.Is(err, plan.ErrTampered):
+			return withHint(err, "make a new plan with resetctl inventory")
+		case errors.Is(err, plan.ErrExpired):
+			return withHint(err, "run inventory again and have it approved again")
+		case errors.Is(err, execute.ErrDrift):
+			return withHint(err, "run inventory again: the plan no longer describes what exists")
+		case errors.Is(err, execute.ErrAlreadyExecuted):
+			return withHint(err, "see 'resetctl status --config %s'", *cfgPath)
+		case res != nil && res.Run != nil:
+			return withHint(err, "fix the cause and run the same execute again: it resumes at the failed step (resetctl status --config %s %s)", *cfgPath, res.Run.ID)
+		}
+		return err
+	}
+	if *dryRun {
+		fmt.Fprintf(env.Stdout, "dry run of plan %s: nothing is changed\n", p.ID())
+		for _, l := range res.DryRun {
+			fmt.Fprintln(env.Stdout, l)
+		}
+		return nil
+	}
+	printSteps(env.Stdout, res.Run, res.Steps)
+	fmt.Fprintf(env.Stdout, "\nchange record: %s\n", res.Record)
+	return nil
+}
+
+func printSteps(w io.Writer, r *journal.Run, steps []journal.Step) {
+	fmt.Fprintf(w, "run %s (%s) %s: operator %s, approver %s, started %s\n", r.ID, r.Kind, r.Status, r.Operator, r.Approver, r.StartedAt.Format(time.RFC3339))
+	if r.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", r.Error)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tSTEP\tSTATUS\tDURATION\tDETAIL")
+	for _, s := range steps {
+		d := ""
+		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
+			d = s.FinishedAt.Sub(s.StartedAt).Round(time.Millisecond).String()
+		}
+		detail := s.Detail
+		if s.Error != "" {
+			detail = "error: " + s.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", s.Seq, s.Name, s.Status, d, detail)
+	}
+	tw.Flush()
+}
+
+func runStatus(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "status")
+	cfgPath := fs.String("config", "", "resetctl configuration file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseRange(fs, args, 0, 1); err != nil {
+		return err
+	}
+	pos := fs.Args()
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.StateDir); err != nil {
+		return withHint(fmt.Errorf("no state folder %s", cfg.StateDir), "nothing was executed with this config yet")
+	}
+	j, err := journal.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	if len(pos) == 0 {
+		runs, err := j.Runs(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(env.Stdout).Encode(runs)
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "RUN\tKIND\tSTATUS\tOPERATOR\tAPPROVER\tSTARTED\tERROR")
+		for _, r := range runs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Status, r.Operator, r.Approver, r.StartedAt.Format(time.RFC3339), r.Error)
+		}
+		return tw.Flush()
+	}
+	r, err := j.Run(ctx, pos[0])
+	if err != nil {
+		return withHint(err, "list runs with 'resetctl status --config %s'", *cfgPath)
+	}
+	steps, err := j.Steps(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(env.Stdout).Encode(map[string]any{"run": r, "steps": steps})
+	}
+	printSteps(env.Stdout, r, steps)
+	return nil
+}
+
+func runRestore(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "restore")
+	cfgPath := fs.String("config", "", "resetctl configuration file")
+	only := fs.String("only", "", "comma-separated parts to restore: d1,kv,sites (default all)")
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	parts := map[string]bool{}
+	if *only != "" {
+		for _, p := range strings.Split(*only, ",") {
+			p = strings.TrimSpace(p)
+			if p != "d1" && p != "kv" && p != "sites" {
+				return usageErr("--only: %q is not d1, kv or sites", p)
+			}
+			parts[p] = true
+		}
+	}
+	e, closeAll, err := openExecutor(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	res, err := e.Restore(ctx, fs.Arg(0), parts)
+	if err != nil {
+		if errors.Is(err, execute.ErrNoRestoreGrant) {
+			return withHint(err, "restore D1 and KV with --only d1,kv and ask a second operator for a new approval to restore the sites")
+		}
+		if errors.Is(err, journal.ErrNotFound) {
+			return withHint(err, "list runs with 'resetctl status --config %s'", *cfgPath)
+		}
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "restore %s completed\n", res.Run.ID)
+	for _, l := range res.Lines {
+		fmt.Fprintf(env.Stdout, "  %s\n", l)
+	}
+	return nil
+}

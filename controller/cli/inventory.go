@@ -1,0 +1,284 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/execute"
+	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/plan"
+)
+
+func runInventory(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "inventory")
+	cfgPath := fs.String("config", "", "resetctl configuration file")
+	var emails, tenants multiFlag
+	fs.Var(&emails, "email", "target e-mail (repeatable)")
+	fs.Var(&tenants, "tenant", "target tenant id (repeatable)")
+	ticket := fs.String("ticket", "", "change ticket link, recorded in the plan")
+	finance := fs.String("finance-approval", "", "finance sign-off reference: lets paid live-mode Stripe invoices through as warnings")
+	out := fs.String("out", "", "plan file to write (default STATE/plans/PLAN_ID.json)")
+	asJSON := fs.Bool("json", false, "print the plan as JSON instead of the summary")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	targets, err := inventory.ParseTargets(emails, tenants)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	inv, err := inventory.Run(ctx, sourcesOf(b), targets, inventory.Options{FinanceApproval: *finance})
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	op, _ := b.Agents.Operator()
+	p := &plan.Plan{
+		SchemaVersion:   plan.SchemaVersion,
+		CreatedAt:       time.Now().UTC().Truncate(time.Second),
+		Ticket:          *ticket,
+		FinanceApproval: *finance,
+		Operator:        plan.OperatorOf(op),
+		Targets:         targets,
+		SpecSHA256:      cfg.SpecHash(),
+		D1Backend:       b.D1.Kind(),
+		KVBackend:       b.KV.Kind(),
+		Inventory:       inv,
+	}
+	if err := p.Seal(); err != nil {
+		return err
+	}
+	path := *out
+	if path == "" {
+		path = filepath.Join(cfg.StateDir, "plans", p.ID()+".json")
+	}
+	if err := plan.Write(path, p); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(p); err != nil {
+			return err
+		}
+	} else {
+		printSummary(env.Stdout, p)
+		fmt.Fprintf(env.Stdout, "\nplan %s written to %s\n", p.ID(), path)
+	}
+	if inv.Blocked() {
+		return withHint(&exitError{code: 1, msg: "plan has blocked targets or errors: it cannot be approved"},
+			"remove the blocked targets (or fix the errors) and run inventory again")
+	}
+	fmt.Fprintf(env.Stderr, "resetctl: next: a second operator runs 'resetctl approve --config THEIR_CONFIG %s'\n", path)
+	return nil
+}
+
+func sourcesOf(b *backends.Backends) inventory.Sources {
+	return inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b}
+}
+
+func logger(env *Env) *slog.Logger {
+	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// printSummary is the readable plan: per target its tenants, sites, rows, keys, Stripe
+// objects and guards.
+func printSummary(w io.Writer, p *plan.Plan) {
+	inv := p.Inventory
+	fmt.Fprintf(w, "plan %s by %s at %s", p.ID(), p.Operator.Identity, p.CreatedAt.Format(time.RFC3339))
+	if p.Ticket != "" {
+		fmt.Fprintf(w, " (ticket %s)", p.Ticket)
+	}
+	fmt.Fprintf(w, "\nbackends: d1 %s, kv %s, stripe %s\n", p.D1Backend, p.KVBackend, stripeState(inv))
+	for i, t := range inv.Targets {
+		state := "OK"
+		if t.Blocked {
+			state = "BLOCKED"
+		}
+		fmt.Fprintf(w, "\ntarget %d: %s %s  [%s]\n", i+1, t.Kind, t.Value, state)
+		if len(t.Tenants) > 0 {
+			fmt.Fprintf(w, "  tenants: %s\n", strings.Join(t.Tenants, ", "))
+		}
+		if len(t.Sites) > 0 {
+			fmt.Fprintf(w, "  sites:   %s\n", strings.Join(t.Sites, ", "))
+		}
+		if len(t.Rows) > 0 {
+			var names []string
+			for n := range t.Rows {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			parts := make([]string, len(names))
+			for j, n := range names {
+				parts[j] = fmt.Sprintf("%s=%d", n, t.Rows[n])
+			}
+			fmt.Fprintf(w, "  d1 rows: %s\n", strings.Join(parts, " "))
+		}
+		fmt.Fprintf(w, "  kv keys: %d\n", t.KVKeys)
+		if len(t.Stripe) > 0 {
+			fmt.Fprintf(w, "  stripe:  %s\n", strings.Join(t.Stripe, ", "))
+		}
+		for _, r := range t.Reasons {
+			fmt.Fprintf(w, "  BLOCKED: %s\n", r)
+		}
+		for _, r := range t.Warnings {
+			fmt.Fprintf(w, "  warning: %s\n", r)
+		}
+	}
+	if len(inv.Sites) > 0 {
+		fmt.Fprintln(w, "\nsites:")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SITE\tHOST\tEXISTS\tDB\tDB BYTES\tFILES BYTES\tPROTECTED\tERROR")
+		for _, s := range inv.Sites {
+			fmt.Fprintf(tw, "  %s\t%s\t%v\t%s\t%d\t%d\t%v\t%s\n", s.Name, s.Host, s.Exists, s.DBName, s.DBBytes, s.FilesBytes, s.Protected, s.Error)
+		}
+		tw.Flush()
+	}
+	if len(inv.Tables) > 0 {
+		fmt.Fprintln(w, "\nd1 rows to delete (children first):")
+		for _, t := range inv.Tables {
+			fmt.Fprintf(w, "  %-28s %d\n", t.Table, len(t.Keys))
+		}
+	}
+	if len(inv.KV) > 0 {
+		fmt.Fprintln(w, "\nkv keys to delete:")
+		for _, k := range inv.KV {
+			routing := ""
+			if k.Routing {
+				routing = "  (routing: removed before the sites)"
+			}
+			fmt.Fprintf(w, "  %s %s%s\n", k.Namespace, k.Key, routing)
+		}
+	}
+	if inv.Stripe.Note != "" {
+		fmt.Fprintf(w, "\nstripe: %s\n", inv.Stripe.Note)
+	}
+	for _, c := range inv.Stripe.Customers {
+		fmt.Fprintf(w, "  stripe customer %s %s: %d subscription(s), %d paid invoice(s)\n", c.ID, c.Email, len(c.Subscriptions), len(c.PaidInvoices))
+	}
+	if len(inv.OrphanUsers) > 0 {
+		fmt.Fprintf(w, "\nusers left without a tenant, removed too: %s\n", strings.Join(inv.OrphanUsers, ", "))
+	}
+	if len(inv.Coverage) > 0 {
+		fmt.Fprintln(w, "\ncoverage warnings:")
+		for _, c := range inv.Coverage {
+			fmt.Fprintf(w, "  warning: %s\n", c)
+		}
+	}
+	if len(inv.Errors) > 0 {
+		fmt.Fprintln(w, "\nerrors:")
+		for _, e := range inv.Errors {
+			fmt.Fprintf(w, "  error: %s\n", e)
+		}
+	}
+}
+
+func stripeState(inv *inventory.Inventory) string {
+	if inv.Stripe.Enabled {
+		return "api"
+	}
+	return "manual"
+}
+
+func runApprove(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "approve")
+	cfgPath := fs.String("config", "", "the approver's resetctl configuration file")
+	expires := fs.Duration("expires", 24*time.Hour, "how long the approval and its grants are valid")
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	path := fs.Arg(0)
+	p, err := plan.Read(path)
+	if err != nil {
+		return err
+	}
+	cert, key, err := operatorIdentity(cfg)
+	if err != nil {
+		return err
+	}
+	if p.Approval != nil {
+		return withHint(fmt.Errorf("plan %s is already approved by %s", p.ID(), p.Approval.Identity), "run inventory again for a new plan")
+	}
+	if err := plan.Approve(p, cert, key, *expires, time.Now()); err != nil {
+		switch {
+		case errorsIs(err, plan.ErrSelfApproval):
+			return withHint(err, "ask a second operator to run resetctl approve")
+		case errorsIs(err, plan.ErrBlocked):
+			return withHint(err, "blocked plans can never be approved; run inventory again without the blocked targets")
+		}
+		return err
+	}
+	if err := plan.Write(path, p); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "plan %s approved by %s until %s (%d grants)\n", p.ID(), p.Approval.Identity,
+		p.Approval.ExpiresAt.Format(time.RFC3339), len(p.Approval.Grants))
+	return nil
+}
+
+func runVerify(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "verify")
+	cfgPath := fs.String("config", "", "resetctl configuration file")
+	asJSON := fs.Bool("json", false, "print what remains as JSON")
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	p, err := plan.Read(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	remaining, err := execute.Remaining(ctx, b, p)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if remaining == nil {
+			remaining = []string{}
+		}
+		enc.Encode(map[string]any{"plan": p.ID(), "clean": len(remaining) == 0, "remaining": remaining})
+	}
+	if len(remaining) > 0 {
+		if !*asJSON {
+			fmt.Fprintf(env.Stdout, "plan %s: %d thing(s) remain:\n", p.ID(), len(remaining))
+			for _, r := range remaining {
+				fmt.Fprintf(env.Stdout, "  %s\n", r)
+			}
+		}
+		return &exitError{code: 1, msg: fmt.Sprintf("verification failed: %d thing(s) remain", len(remaining))}
+	}
+	if !*asJSON {
+		fmt.Fprintf(env.Stdout, "plan %s: nothing remains for %d target(s)\n", p.ID(), len(p.Targets))
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+// Package d1 reads and writes the control plane's Cloudflare D1 database,
+// either through the Cloudflare REST API or in an embedded SQLite file (D1 is
+// SQLite). Both backends take the same SQL; build parameters with Bind or
+// Args so values keep their exact type on both.
+package d1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// D1 limits that the client enforces before sending anything, on both
+// backends, so a statement that works on SQLite also works on D1.
+const (
+	MaxParams         = 100     // bound parameters per statement
+	MaxStatementBytes = 100_000 // bytes of SQL per statement
+)
+
+// Errors a caller may branch on.
+var (
+	ErrTooManyParams       = errors.New("too many bound parameters")
+	ErrStatementTooLong    = errors.New("statement too long")
+	ErrExplicitTransaction = errors.New("explicit transaction statements are refused: a batch is the transaction")
+)
+
+// maxSafeInt is the largest integer JavaScript numbers hold exactly.
+const maxSafeInt = 1<<53 - 1
+
+// Statement is one SQL statement with positional parameters.
+type Statement struct {
+	SQL    string
+	Params []Value
+}
+
+// Result holds the rows of one statement; writes have no columns.
+type Result struct {
+	Columns []string
+	Rows    [][]Value
+}
+
+// Index returns the position of the named column, or -1.
+func (r *Result) Index(column string) int {
+	for i, c := range r.Columns {
+		if c == column {
+			return i
+		}
+	}
+	return -1
+}
+
+// DB is a D1 database.
+type DB interface {
+	// Query runs one read statement.
+	Query(ctx context.Context, sql string, params ...Value) (*Result, error)
+	// Batch runs the statements as one atomic transaction: on Cloudflare one
+	// /raw batch request, on SQLite one transaction with foreign keys on
+	// (PRAGMA defer_foreign_keys is allowed inside). It returns one result
+	// per statement and also serves many reads in one request.
+	Batch(ctx context.Context, stmts []Statement) ([]*Result, error)
+	// Bookmark returns a D1 Time Travel bookmark for now ("" on SQLite).
+	Bookmark(ctx context.Context) (string, error)
+	// Kind is "sqlite" or "cloudflare".
+	Kind() string
+	Close() error
+}
+
+// TimeTravel is implemented by backends that can restore a bookmark
+// (Cloudflare).
+type TimeTravel interface {
+	// Restore rolls the whole database back to bookmark and returns the
+	// bookmark of the state just before the restore, to undo it.
+	Restore(ctx context.Context, bookmark string) (previous string, err error)
+}
+
+// Validate checks a statement against D1's limits and the rules both
+// backends share: no explicit transactions, no more than MaxParams
+// parameters, no more than MaxStatementBytes of SQL, and only parameters that
+// survive D1's JSON unchanged (NULL, text, reals, integers within ±2^53;
+// bind other values with Bind).
+func Validate(s Statement) error {
+	if strings.TrimSpace(s.SQL) == "" {
+		return errors.New("empty statement")
+	}
+	if len(s.SQL) > MaxStatementBytes {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrStatementTooLong, len(s.SQL), MaxStatementBytes)
+	}
+	if len(s.Params) > MaxParams {
+		return fmt.Errorf("%w: %d, limit %d per statement (split the statement)", ErrTooManyParams, len(s.Params), MaxParams)
+	}
+	switch strings.ToUpper(FirstKeyword(s.SQL)) {
+	case "BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE":
+		return ErrExplicitTransaction
+	}
+	for i, p := range s.Params {
+		switch p.Kind {
+		case KindNull, KindText:
+		case KindInteger:
+			if p.Int > maxSafeInt || p.Int < -maxSafeInt {
+				return fmt.Errorf("parameter %d: integer %d exceeds 2^53 and would be rounded by D1; bind it with d1.Bind", i+1, p.Int)
+			}
+		case KindReal:
+			if math.IsInf(p.Real, 0) || math.IsNaN(p.Real) {
+				return fmt.Errorf("parameter %d: %v cannot be sent to D1; bind it with d1.Bind", i+1, p.Real)
+			}
+		case KindBlob:
+			return fmt.Errorf("parameter %d: blobs cannot be sent to D1 as parameters; bind them with d1.Bind (unhex)", i+1)
+		default:
+			return fmt.Errorf("parameter %d: unknown kind %q", i+1, p.Kind)
+		}
+	}
+	return nil
+}
+
+// FirstKeyword returns the first word of sql after whitespace and comments.
+func FirstKeyword(sql string) string {
+	s := sql
+	for {
+		s = strings.TrimLeft(s, " \t\r\n\f\v;")
+		switch {
+		case strings.HasPrefix(s, "--"):
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return ""
+			}
+			s = s[i+1:]
+		case strings.HasPrefix(s, "/*"):
+			i := strings.Index(s[2:], "*/")
+			if i < 0 {
+				return ""
+			}
+			s = s[i+4:]
+		default:
+			end := 0
+			for end < len(s) && (s[end] == '_' || s[end] >= 'a' && s[end] <= 'z' || s[end] >= 'A' && s[end] <= 'Z') {
+				end++
+			}
+			return s[:end]
+		}
+	}
+}
+
+func validateAll(stmts []Statement) error {
+	for i, s := range stmts {
+		if err := Validate(s); err != nil {
+			return fmt.Errorf("statement %d: %w", i+1, err)
+		}
+	}
+	return nil
+}

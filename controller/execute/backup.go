@@ -1,0 +1,361 @@
+package execute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prego/testreset/controller/artifacts"
+	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/kv"
+	agentv1 "github.com/prego/testreset/proto/agent/v1"
+)
+
+// D1Backup is the D1 backup file: every row with its column names and typed values.
+type D1Backup struct {
+	TakenAt  time.Time     `json:"taken_at"`
+	Bookmark string        `json:"bookmark,omitempty"` // D1 Time Travel, Cloudflare only
+	Tables   []TableBackup `json:"tables"`             // delete order (children first)
+}
+
+// TableBackup holds one table's rows.
+type TableBackup struct {
+	Table      string       `json:"table"`
+	Columns    []string     `json:"columns"`
+	KeyColumns []string     `json:"key_columns"`
+	Rows       [][]d1.Value `json:"rows"`
+}
+
+// KVBackup is the KV backup file.
+type KVBackup struct {
+	TakenAt time.Time `json:"taken_at"`
+	Entries []KVEntry `json:"entries"`
+}
+
+// KVEntry is one key with its value, metadata and expiration.
+type KVEntry struct {
+	Namespace string `json:"namespace"`
+	kv.Entry
+	Routing bool `json:"routing,omitempty"`
+}
+
+// Manifest lists a run's artifacts.
+type Manifest struct {
+	Run        string     `json:"run"`
+	PlanSHA256 string     `json:"plan_sha256"`
+	Operator   string     `json:"operator"`
+	Artifacts  []Artifact `json:"artifacts"`
+}
+
+// Artifact is one backup file.
+type Artifact struct {
+	File     string    `json:"file"` // relative to the run folder
+	Kind     string    `json:"kind"` // d1, kv, database, files
+	Site     string    `json:"site,omitempty"`
+	Host     string    `json:"host,omitempty"`
+	SHA256   string    `json:"sha256"`
+	Bytes    int64     `json:"bytes"`
+	Time     time.Time `json:"time"`
+	Operator string    `json:"operator"`
+}
+
+var manifestMu sync.Mutex
+
+// ReadManifest loads a run's manifest (an empty one when none exists yet).
+func ReadManifest(dir string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return &Manifest{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return &m, nil
+}
+
+func (e *Executor) addArtifacts(dir string, run *journal.Run, arts ...Artifact) error {
+	manifestMu.Lock()
+	defer manifestMu.Unlock()
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return err
+	}
+	m.Run, m.PlanSHA256, m.Operator = run.ID, run.PlanSHA256, run.Operator
+	for _, a := range arts {
+		replaced := false
+		for i := range m.Artifacts {
+			if m.Artifacts[i].File == a.File {
+				m.Artifacts[i], replaced = a, true
+			}
+		}
+		if !replaced {
+			m.Artifacts = append(m.Artifacts, a)
+		}
+	}
+	return writeJSON(filepath.Join(dir, "manifest.json"), m)
+}
+
+func (e *Executor) fileArtifact(dir, file, kind string, run *journal.Run) (Artifact, error) {
+	sum, n, err := sha256File(filepath.Join(dir, file))
+	if err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{File: file, Kind: kind, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator}, nil
+}
+
+func (e *Executor) backupD1(ctx context.Context, dir string, run *journal.Run, tables []inventory.TableRows, file string) (string, error) {
+	b := D1Backup{TakenAt: e.now().UTC()}
+	var err error
+	if b.Bookmark, err = e.B.D1.Bookmark(ctx); err != nil {
+		return "", fmt.Errorf("time travel bookmark: %w", err)
+	}
+	rows := 0
+	for _, t := range tables {
+		b.Tables = append(b.Tables, TableBackup{Table: t.Table, Columns: t.Columns, KeyColumns: t.KeyColumns, Rows: t.Rows})
+		rows += len(t.Rows)
+	}
+	if err := writeJSON(filepath.Join(dir, file), b); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	a, err := e.fileArtifact(dir, file, "d1", run)
+	if err != nil {
+		return "", err
+	}
+	if err := e.addArtifacts(dir, run, a); err != nil {
+		return "", err
+	}
+	detail := fmt.Sprintf("%d row(s) of %d table(s) in %s", rows, len(tables), file)
+	if b.Bookmark != "" {
+		detail += ", time travel bookmark " + b.Bookmark
+	}
+	return detail, nil
+}
+
+func (e *Executor) backupKV(ctx context.Context, dir string, run *journal.Run, keys []inventory.KVKey, file string) (string, error) {
+	b := KVBackup{TakenAt: e.now().UTC()}
+	for _, k := range keys {
+		ent, ok, err := e.B.KV.Get(ctx, k.Namespace, k.Key)
+		if err != nil {
+			return "", fmt.Errorf("read kv %s %s: %w", k.Namespace, k.Key, err)
+		}
+		if !ok {
+			continue // expired or removed since the inventory: nothing to lose
+		}
+		b.Entries = append(b.Entries, KVEntry{Namespace: k.Namespace, Entry: *ent, Routing: k.Routing})
+	}
+	if err := writeJSON(filepath.Join(dir, file), b); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	a, err := e.fileArtifact(dir, file, "kv", run)
+	if err != nil {
+		return "", err
+	}
+	if err := e.addArtifacts(dir, run, a); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d key(s) in %s", len(b.Entries), file), nil
+}
+
+func siteDir(host, site string) string { return filepath.Join("sites", host, site) }
+
+func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run, host, site string) (string, error) {
+	client, err := e.B.Agents.Agent(host)
+	if err != nil {
+		return "", err
+	}
+	rel := siteDir(host, site)
+	out := filepath.Join(dir, rel)
+	// A retry starts from scratch: a half-written earlier attempt is discarded.
+	if err := os.RemoveAll(out); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(out, 0o750); err != nil {
+		return "", err
+	}
+	stream, err := client.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: site, PlanId: run.ID})
+	if err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	}
+	arts, err := artifacts.Receive(ctx, stream, out, e.Progress)
+	if err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	}
+	var list []Artifact
+	var total int64
+	for _, a := range arts {
+		file := filepath.Join(rel, filepath.Base(a.Path))
+		// Re-read from disk: the manifest records what is stored, checked against the agent's trailer.
+		sum, n, err := sha256File(filepath.Join(dir, file))
+		if err != nil {
+			return "", err
+		}
+		if sum != a.SHA256 || n != a.Bytes {
+			return "", fmt.Errorf("backup %s on %s: %s on disk has sha256 %s (%d bytes), the agent sent %s (%d bytes)", site, host, file, sum, n, a.SHA256, a.Bytes)
+		}
+		kind := "files"
+		if strings.Contains(strings.ToLower(a.Kind.String()), "database") {
+			kind = "database"
+		}
+		list = append(list, Artifact{File: file, Kind: kind, Site: site, Host: host, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator})
+		total += n
+	}
+	if len(list) != 2 {
+		return "", fmt.Errorf("backup %s on %s: got %d artifacts, want database and files", site, host, len(list))
+	}
+	if err := e.addArtifacts(dir, run, list...); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s and %s, %d bytes, sha256 verified", list[0].File, list[1].File, total), nil
+}
+
+// verifyBackups re-reads every artifact and checks its sha256 against the manifest.
+func (e *Executor) verifyBackups(dir string) (string, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := verifyManifest(dir, m); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d artifact(s) verified", len(m.Artifacts)), nil
+}
+
+func verifyManifest(dir string, m *Manifest) error {
+	if len(m.Artifacts) == 0 {
+		return errors.New("manifest lists no artifacts")
+	}
+	for _, a := range m.Artifacts {
+		sum, n, err := sha256File(filepath.Join(dir, a.File))
+		if err != nil {
+			return fmt.Errorf("artifact %s: %w", a.File, err)
+		}
+		if sum != a.SHA256 || n != a.Bytes {
+			return fmt.Errorf("artifact %s: sha256 %s (%d bytes), manifest says %s (%d bytes)", a.File, sum, n, a.SHA256, a.Bytes)
+		}
+	}
+	return nil
+}
+
+// backedUp returns the keys of every D1 row and KV key in the run's backups.
+func backedUp(dir string, m *Manifest) (rows map[string]bool, keys map[string]bool, err error) {
+	rows, keys = map[string]bool{}, map[string]bool{}
+	for _, a := range m.Artifacts {
+		switch a.Kind {
+		case "d1":
+			var b D1Backup
+			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
+				return nil, nil, err
+			}
+			for _, t := range b.Tables {
+				idx := columnIndexes(t.Columns, t.KeyColumns)
+				for _, r := range t.Rows {
+					key := make([]d1.Value, len(idx))
+					for i, j := range idx {
+						key[i] = r[j]
+					}
+					rows[rowKey(t.Table, key)] = true
+				}
+			}
+		case "kv":
+			var b KVBackup
+			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
+				return nil, nil, err
+			}
+			for _, en := range b.Entries {
+				keys[en.Namespace+"\x00"+en.Key] = true
+			}
+		}
+	}
+	return rows, keys, nil
+}
+
+func columnIndexes(cols, want []string) []int {
+	out := make([]int, len(want))
+	for i, w := range want {
+		out[i] = -1
+		for j, c := range cols {
+			if c == w {
+				out[i] = j
+			}
+		}
+	}
+	return out
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// topUp backs up D1 rows and KV keys that appeared since the run's backups were taken
+// (a resumed run, or a row written meanwhile), so nothing is ever deleted unbacked.
+func (e *Executor) topUp(ctx context.Context, dir string, run *journal.Run) error {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return err
+	}
+	rows, keys, err := backedUp(dir, m)
+	if err != nil {
+		return err
+	}
+	var tables []inventory.TableRows
+	for _, t := range e.inv.Tables {
+		extra := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns, Columns: t.Columns}
+		for i, k := range t.Keys {
+			if !rows[rowKey(t.Table, k)] {
+				extra.Keys = append(extra.Keys, k)
+				extra.Rows = append(extra.Rows, t.Rows[i])
+			}
+		}
+		if len(extra.Rows) > 0 {
+			tables = append(tables, extra)
+		}
+	}
+	var kvs []inventory.KVKey
+	for _, k := range e.inv.KV {
+		if !keys[k.Namespace+"\x00"+k.Key] {
+			kvs = append(kvs, k)
+		}
+	}
+	stamp := e.now().UTC().Format("20060102T150405.000000000Z")
+	if len(tables) > 0 {
+		if _, err := e.backupD1(ctx, dir, run, tables, "d1-extra-"+stamp+".json"); err != nil {
+			return err
+		}
+	}
+	if len(kvs) > 0 {
+		if _, err := e.backupKV(ctx, dir, run, kvs, "kv-extra-"+stamp+".json"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sortedNamespaces returns the namespaces of keys in a stable order.
+func sortedNamespaces(keys map[string][]string) []string {
+	var out []string
+	for ns := range keys {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,396 @@
+// Package execute runs an approved plan: verified backups first, then routing keys off,
+// sites dropped, D1 rows, KV keys and Stripe objects removed, verification and the change
+// record. Every step is journalled before and after it runs and is idempotent, so an
+// interrupted run resumes where it stopped. Restore rolls a run back from its backups.
+package execute
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/plan"
+)
+
+// Executor carries what execute and restore need.
+type Executor struct {
+	B        *backends.Backends
+	J        *journal.Journal
+	StateDir string
+	// Log receives one line per step; Progress receives transfer progress (terminals only).
+	Log      io.Writer
+	Progress io.Writer
+	Now      func() time.Time
+	// AfterStep, when set, runs after each step is journalled; an error stops the run right
+	// there, as a crash would. Tests use it to interrupt runs.
+	AfterStep func(step string) error
+
+	inv *inventory.Inventory // taken at the start of this execution
+}
+
+func (e *Executor) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Executor) logf(format string, a ...any) {
+	if e.Log != nil {
+		fmt.Fprintf(e.Log, format+"\n", a...)
+	}
+}
+
+// Errors the CLI gives hints for.
+var (
+	ErrDrift           = errors.New("identity drift since the plan was made")
+	ErrAlreadyExecuted = errors.New("plan was already executed")
+	ErrSpecChanged     = errors.New("the reset spec changed since the plan was made")
+)
+
+// Result is the outcome of Execute.
+type Result struct {
+	Run       *journal.Run
+	Steps     []journal.Step
+	DryRun    []string
+	Record    string // path of the Markdown change record
+	Remaining []string
+}
+
+// RunDir is where a run keeps its backups.
+func (e *Executor) RunDir(runID string) string {
+	return filepath.Join(e.StateDir, "backups", runID)
+}
+
+// Execute runs (or resumes) the plan.
+func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Result, error) {
+	if err := plan.VerifyApproval(p, e.B.Agents.CAPool(), e.now()); err != nil {
+		return nil, err
+	}
+	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
+		return nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)
+	}
+	run, err := e.J.FindByPlan(ctx, "execute", p.PlanSHA256)
+	switch {
+	case err == nil && run.Status == journal.Completed:
+		return nil, fmt.Errorf("%w as run %s", ErrAlreadyExecuted, run.ID)
+	case err != nil && !errors.Is(err, journal.ErrNotFound):
+		return nil, err
+	}
+	e.logf("preflight: taking the inventory again")
+	inv, err := inventory.Run(ctx, inventory.Sources{Config: e.B.Config, D1: e.B.D1, KV: e.B.KV, Stripe: e.B.Stripe, Sites: e.B},
+		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval})
+	if err != nil {
+		return nil, fmt.Errorf("preflight inventory: %w", err)
+	}
+	if drift := Drift(p.Inventory, inv); len(drift) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrDrift, strings.Join(drift, "; "))
+	}
+	if len(inv.Errors) > 0 {
+		return nil, fmt.Errorf("preflight: %s", strings.Join(inv.Errors, "; "))
+	}
+	e.inv = inv
+	steps := stepNames(p)
+	if dryRun {
+		return &Result{DryRun: e.describe(p, steps)}, nil
+	}
+	if run == nil {
+		now := e.now().UTC()
+		run = &journal.Run{ID: now.Format("20060102T150405Z") + "-" + p.ID()[:8], Kind: "execute", PlanSHA256: p.PlanSHA256,
+			Operator: e.operator(), Approver: p.Approval.Identity, Status: journal.Running, StartedAt: now}
+		if err := os.MkdirAll(e.RunDir(run.ID), 0o750); err != nil {
+			return nil, err
+		}
+		if err := plan.Write(filepath.Join(e.RunDir(run.ID), "plan.json"), p); err != nil {
+			return nil, err
+		}
+		if err := e.J.CreateRun(ctx, run, steps); err != nil {
+			return nil, err
+		}
+		e.logf("run %s started (%d steps)", run.ID, len(steps))
+	} else {
+		e.logf("run %s resumed", run.ID)
+		if err := e.J.SetStatus(ctx, run.ID, journal.Running, "", e.now()); err != nil {
+			return nil, err
+		}
+	}
+	res := &Result{Run: run}
+	js, err := e.J.Steps(ctx, run.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range js {
+		if st.Status == journal.Done {
+			continue
+		}
+		e.logf("step %d/%d: %s", st.Seq, len(js), st.Name)
+		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
+			return nil, err
+		}
+		detail, serr := e.step(ctx, p, run, st.Name, res)
+		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
+			return nil, err
+		}
+		if serr != nil {
+			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, serr), e.now())
+			return res, fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, serr)
+		}
+		if detail != "" {
+			e.logf("  %s", detail)
+		}
+		if e.AfterStep != nil {
+			if err := e.AfterStep(st.Name); err != nil {
+				return res, err
+			}
+		}
+	}
+	if err := e.J.SetStatus(ctx, run.ID, journal.Completed, "", e.now()); err != nil {
+		return nil, err
+	}
+	res.Run, _ = e.J.Run(ctx, run.ID)
+	res.Steps, _ = e.J.Steps(ctx, run.ID)
+	res.Record = filepath.Join(e.StateDir, "records", run.ID+".md")
+	return res, nil
+}
+
+func (e *Executor) operator() string {
+	c, _ := e.B.Agents.Operator()
+	return plan.OperatorOf(c).Identity
+}
+
+// Step names. Sites are named "SITE@HOST".
+const (
+	stepBackupD1  = "backup d1"
+	stepBackupKV  = "backup kv"
+	stepBackupFmt = "backup site "
+	stepVerifyBak = "verify backups"
+	stepRouting   = "routing keys off"
+	stepDropFmt   = "drop site "
+	stepDeleteD1  = "delete d1 rows"
+	stepDeleteKV  = "delete kv keys"
+	stepStripe    = "stripe"
+	stepVerify    = "verify"
+	stepRecord    = "change record"
+)
+
+func plannedSites(p *plan.Plan) []inventory.Site {
+	var out []inventory.Site
+	for _, s := range p.Inventory.Sites {
+		if s.Exists || s.DBExists || s.DBUserExists {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func stepNames(p *plan.Plan) []string {
+	steps := []string{stepBackupD1, stepBackupKV}
+	sites := plannedSites(p)
+	for _, s := range sites {
+		steps = append(steps, stepBackupFmt+s.Name+"@"+s.Host)
+	}
+	steps = append(steps, stepVerifyBak, stepRouting)
+	for _, s := range sites {
+		steps = append(steps, stepDropFmt+s.Name+"@"+s.Host)
+	}
+	return append(steps, stepDeleteD1, stepDeleteKV, stepStripe, stepVerify, stepRecord)
+}
+
+func (e *Executor) describe(p *plan.Plan, steps []string) []string {
+	inv := e.inv
+	rows := 0
+	for _, t := range inv.Tables {
+		rows += len(t.Keys)
+	}
+	routing := 0
+	for _, k := range inv.KV {
+		if k.Routing {
+			routing++
+		}
+	}
+	var out []string
+	for i, s := range steps {
+		what := ""
+		switch {
+		case s == stepBackupD1:
+			what = fmt.Sprintf("%d row(s) in %d table(s)", rows, len(inv.Tables))
+		case s == stepBackupKV:
+			what = fmt.Sprintf("%d key(s)", len(inv.KV))
+		case s == stepRouting:
+			what = fmt.Sprintf("%d routing key(s)", routing)
+		case s == stepDeleteD1:
+			what = fmt.Sprintf("%d row(s), children first, one atomic batch per target", rows)
+		case s == stepDeleteKV:
+			what = fmt.Sprintf("%d key(s)", len(inv.KV)-routing)
+		case s == stepStripe:
+			if e.B.Stripe == nil {
+				what = "manual step: Stripe is not configured"
+			} else {
+				what = fmt.Sprintf("%d customer(s): cancel subscriptions, then delete", len(p.Inventory.Stripe.Customers))
+			}
+		}
+		line := fmt.Sprintf("%2d. %s", i+1, s)
+		if what != "" {
+			line += ": " + what
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// Drift lists identities in now that the plan does not name.
+func Drift(planned, now *inventory.Inventory) []string {
+	var out []string
+	tenants := map[string]string{}
+	for _, t := range planned.Tenants {
+		tenants[t.ID] = t.Site + "@" + t.Host
+	}
+	for _, t := range now.Tenants {
+		want, ok := tenants[t.ID]
+		switch {
+		case !ok:
+			out = append(out, "new tenant "+t.ID)
+		case want != t.Site+"@"+t.Host && t.Site != "":
+			out = append(out, fmt.Sprintf("tenant %s moved from %s to %s@%s", t.ID, want, t.Site, t.Host))
+		}
+	}
+	sites := map[string]bool{}
+	for _, s := range planned.Sites {
+		sites[s.Name+"@"+s.Host] = true
+	}
+	for _, s := range now.Sites {
+		if (s.Exists || s.DBExists) && !sites[s.Name+"@"+s.Host] {
+			out = append(out, "new site "+s.Name+" on "+s.Host)
+		}
+	}
+	customers := map[string]bool{}
+	for _, c := range planned.Stripe.Customers {
+		customers[c.ID] = true
+	}
+	for _, c := range now.Stripe.Customers {
+		if !customers[c.ID] {
+			out = append(out, "new stripe customer "+c.ID+" ("+c.Email+")")
+		}
+	}
+	users := map[string]bool{}
+	for _, u := range planned.OrphanUsers {
+		users[u] = true
+	}
+	for _, u := range now.OrphanUsers {
+		if !users[u] {
+			out = append(out, "new user without tenant "+u)
+		}
+	}
+	tenantsOf := map[string]bool{}
+	for _, t := range planned.Targets {
+		for _, id := range t.Tenants {
+			tenantsOf[t.Kind+" "+t.Value+" "+id] = true
+		}
+	}
+	for _, t := range now.Targets {
+		for _, id := range t.Tenants {
+			if !tenantsOf[t.Kind+" "+t.Value+" "+id] {
+				out = append(out, fmt.Sprintf("%s %s now reaches tenant %s", t.Kind, t.Value, id))
+			}
+		}
+	}
+	sort.Strings(out)
+	return dedupe(out)
+}
+
+func dedupe(in []string) []string {
+	var out []string
+	for i, s := range in {
+		if i == 0 || s != in[i-1] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// step runs one named step and returns a one-line detail.
+func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, name string, res *Result) (string, error) {
+	dir := e.RunDir(run.ID)
+	switch {
+	case name == stepBackupD1:
+		return e.backupD1(ctx, dir, run, e.inv.Tables, "d1.json")
+	case name == stepBackupKV:
+		return e.backupKV(ctx, dir, run, e.inv.KV, "kv.json")
+	case strings.HasPrefix(name, stepBackupFmt):
+		site, host, _ := strings.Cut(strings.TrimPrefix(name, stepBackupFmt), "@")
+		return e.backupSite(ctx, dir, run, host, site)
+	case name == stepVerifyBak:
+		return e.verifyBackups(dir)
+	case name == stepRouting:
+		return e.deleteKV(ctx, dir, run, true)
+	case strings.HasPrefix(name, stepDropFmt):
+		site, host, _ := strings.Cut(strings.TrimPrefix(name, stepDropFmt), "@")
+		return e.dropSite(ctx, p, run, host, site)
+	case name == stepDeleteD1:
+		return e.deleteD1(ctx, dir, run, p)
+	case name == stepDeleteKV:
+		return e.deleteKV(ctx, dir, run, false)
+	case name == stepStripe:
+		return e.stripe(ctx, p, run)
+	case name == stepVerify:
+		remaining, err := Remaining(ctx, e.B, p)
+		if err != nil {
+			return "", err
+		}
+		res.Remaining = remaining
+		if len(remaining) > 0 {
+			// The record of a failed verification is still written.
+			e.writeRecord(ctx, p, run, remaining)
+			return strings.Join(remaining, "; "), fmt.Errorf("%d thing(s) remain: %s", len(remaining), strings.Join(remaining, "; "))
+		}
+		return "nothing remains", nil
+	case name == stepRecord:
+		path, err := e.writeRecord(ctx, p, run, nil)
+		return path, err
+	}
+	return "", fmt.Errorf("unknown step %q", name)
+}
+
+func sha256File(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// rowKey identifies a row of a table in backups.
+func rowKey(table string, key []d1.Value) string {
+	parts := []string{table}
+	for _, v := range key {
+		parts = append(parts, string(v.Kind)+":"+v.String())
+	}
+	return strings.Join(parts, "\x00")
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return plan.WriteFileAtomic(path, append(b, '\n'), 0o600)
+}

@@ -1,0 +1,160 @@
+package execute
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/plan"
+)
+
+// Record is the change record of a run (runbook §8).
+type Record struct {
+	Run             string         `json:"run"`
+	Kind            string         `json:"kind"`
+	Status          string         `json:"status"`
+	Date            time.Time      `json:"date"`
+	Operator        string         `json:"operator"`
+	Approver        string         `json:"approver"`
+	Ticket          string         `json:"ticket,omitempty"`
+	FinanceApproval string         `json:"finance_approval,omitempty"`
+	PlanSHA256      string         `json:"plan_sha256"`
+	Targets         []string       `json:"targets"`
+	Tenants         []string       `json:"tenants"`
+	Sites           []string       `json:"sites"`
+	Artifacts       []Artifact     `json:"artifacts"`
+	Steps           []RecordStep   `json:"steps"`
+	Verification    []string       `json:"verification"`
+	Deviations      []string       `json:"deviations"`
+	Manual          []string       `json:"manual"`
+	Counts          map[string]int `json:"counts"`
+}
+
+// RecordStep is one journalled step in the record.
+type RecordStep struct {
+	Name     string `json:"name"`
+	Status   string `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Duration string `json:"duration"`
+}
+
+func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.Run, remaining []string) (string, error) {
+	steps, err := e.J.Steps(ctx, run.ID)
+	if err != nil {
+		return "", err
+	}
+	m, err := ReadManifest(e.RunDir(run.ID))
+	if err != nil {
+		return "", err
+	}
+	r := Record{
+		Run: run.ID, Kind: "execute", Status: "completed", Date: e.now().UTC(), Operator: run.Operator,
+		Approver: p.Approval.Identity, Ticket: p.Ticket, FinanceApproval: p.FinanceApproval,
+		PlanSHA256: p.PlanSHA256, Artifacts: m.Artifacts, Counts: map[string]int{},
+	}
+	for _, t := range p.Targets {
+		r.Targets = append(r.Targets, t.String())
+	}
+	for _, t := range p.Inventory.Tenants {
+		r.Tenants = append(r.Tenants, t.ID)
+	}
+	for _, s := range p.Inventory.Sites {
+		r.Sites = append(r.Sites, s.Name+"@"+s.Host)
+	}
+	for _, t := range p.Inventory.Tables {
+		r.Counts["d1 rows"] += len(t.Keys)
+	}
+	r.Counts["kv keys"] = len(p.Inventory.KV)
+	r.Counts["stripe customers"] = len(p.Inventory.Stripe.Customers)
+	r.Counts["sites"] = len(plannedSites(p))
+	for _, s := range steps {
+		rs := RecordStep{Name: s.Name, Status: s.Status, Detail: s.Detail, Error: s.Error}
+		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
+			rs.Duration = s.FinishedAt.Sub(s.StartedAt).Round(time.Millisecond).String()
+		}
+		if s.Name == stepRecord {
+			rs.Status, rs.Detail = "done", "this record"
+		}
+		r.Steps = append(r.Steps, rs)
+	}
+	if len(remaining) > 0 {
+		r.Status = "failed verification"
+		r.Verification = remaining
+	} else {
+		r.Verification = []string{"inventory taken again: no D1 rows, KV keys, Stripe customers, sites, databases or database users remain"}
+	}
+	r.Deviations = []string{"immediate deletion instead of the 30-day staged deletion queue (deletion-policy.ts): test-only data, approved by a second operator"}
+	if len(p.Inventory.Coverage) > 0 {
+		r.Deviations = append(r.Deviations, "coverage warnings at inventory time: "+strings.Join(p.Inventory.Coverage, "; "))
+	}
+	r.Manual = []string{
+		"Stripe: refunds, if policy requires them, are issued by finance in the dashboard",
+		"Stripe: deleted customers cannot be restored by resetctl restore",
+		"Accounting: audit records required for tax/accounting are kept outside this reset",
+	}
+	if !p.Inventory.Stripe.Enabled {
+		r.Manual = append(r.Manual, "Stripe was not configured: cancel subscriptions and delete test customers by hand")
+	}
+	dir := filepath.Join(e.StateDir, "records")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", err
+	}
+	if err := writeJSON(filepath.Join(dir, run.ID+".json"), r); err != nil {
+		return "", err
+	}
+	md := filepath.Join(dir, run.ID+".md")
+	if err := plan.WriteFileAtomic(md, []byte(r.Markdown()), 0o640); err != nil {
+		return "", err
+	}
+	return md, nil
+}
+
+// Markdown renders the record for the change ticket.
+func (r *Record) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Change record: test-data reset %s\n\n", r.Run)
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| Status | %s |\n| Date | %s |\n| Operator | %s |\n| Approver | %s |\n", r.Status, r.Date.Format(time.RFC3339), r.Operator, r.Approver)
+	if r.Ticket != "" {
+		fmt.Fprintf(&b, "| Ticket | %s |\n", r.Ticket)
+	}
+	if r.FinanceApproval != "" {
+		fmt.Fprintf(&b, "| Finance approval | %s |\n", r.FinanceApproval)
+	}
+	fmt.Fprintf(&b, "| Plan sha256 | `%s` |\n\n", r.PlanSHA256)
+	list := func(title string, items []string) {
+		fmt.Fprintf(&b, "## %s\n\n", title)
+		if len(items) == 0 {
+			b.WriteString("- none\n")
+		}
+		for _, it := range items {
+			fmt.Fprintf(&b, "- %s\n", it)
+		}
+		b.WriteString("\n")
+	}
+	list("Targets", r.Targets)
+	list("Tenants", r.Tenants)
+	list("Sites", r.Sites)
+	b.WriteString("## Backups\n\n| Artifact | Kind | Bytes | sha256 |\n|---|---|---|---|\n")
+	for _, a := range r.Artifacts {
+		fmt.Fprintf(&b, "| %s | %s | %d | `%s` |\n", a.File, a.Kind, a.Bytes, a.SHA256)
+	}
+	b.WriteString("\n## Steps\n\n| Step | Status | Duration | Detail |\n|---|---|---|---|\n")
+	for _, s := range r.Steps {
+		d := s.Detail
+		if s.Error != "" {
+			d = "ERROR: " + s.Error
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", s.Name, s.Status, s.Duration, strings.ReplaceAll(d, "|", "\\|"))
+	}
+	b.WriteString("\n")
+	list("Verification", r.Verification)
+	list("Deviations", r.Deviations)
+	list("Manual follow-up", r.Manual)
+	return b.String()
+}

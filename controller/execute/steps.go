@@ -1,0 +1,208 @@
+package execute
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/plan"
+	agentv1 "github.com/prego/testreset/proto/agent/v1"
+)
+
+// deleteKV removes the routing keys (routing true) or all the others.
+func (e *Executor) deleteKV(ctx context.Context, dir string, run *journal.Run, routing bool) (string, error) {
+	if err := e.topUp(ctx, dir, run); err != nil {
+		return "", fmt.Errorf("back up new keys: %w", err)
+	}
+	byNS := map[string][]string{}
+	n := 0
+	for _, k := range e.inv.KV {
+		if k.Routing == routing {
+			byNS[k.Namespace] = append(byNS[k.Namespace], k.Key)
+			n++
+		}
+	}
+	for _, ns := range sortedNamespaces(byNS) {
+		if err := e.B.KV.Delete(ctx, ns, byNS[ns]); err != nil {
+			return "", fmt.Errorf("delete kv %s: %w", ns, err)
+		}
+	}
+	return fmt.Sprintf("%d key(s) deleted", n), nil
+}
+
+func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run, host, site string) (string, error) {
+	g, err := p.GrantFor(host, site, "drop")
+	if err != nil {
+		return "", err
+	}
+	client, err := e.B.Agents.Agent(host)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.DropSite(ctx, &agentv1.DropSiteRequest{Site: site, PlanId: run.ID, Grant: g})
+	if err != nil {
+		return "", fmt.Errorf("drop %s on %s: %w", site, host, err)
+	}
+	c := resp.GetCheck()
+	if !c.GetFolderAbsent() || !c.GetDatabaseAbsent() || !c.GetUserAbsent() {
+		return "", fmt.Errorf("drop %s on %s: still present after drop (folder absent %v, database absent %v, user absent %v)",
+			site, host, c.GetFolderAbsent(), c.GetDatabaseAbsent(), c.GetUserAbsent())
+	}
+	detail := fmt.Sprintf("folder, database and user absent on %s", host)
+	if resp.AlreadyAbsent {
+		detail = "already absent on " + host
+	}
+	if resp.ArchivedPath != "" {
+		detail += "; folder archived at " + resp.ArchivedPath
+	}
+	return detail, nil
+}
+
+// deleteD1 deletes the rows children first, one atomic batch per target.
+func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p *plan.Plan) (string, error) {
+	if err := e.topUp(ctx, dir, run); err != nil {
+		return "", fmt.Errorf("back up new rows: %w", err)
+	}
+	done := map[string]bool{}
+	total := 0
+	batches := 0
+	for t := range p.Targets {
+		stmts, n := deleteStatements(e.inv.Tables, func(row []int) bool { return contains(row, t) }, done)
+		if n == 0 {
+			continue
+		}
+		if _, err := e.B.D1.Batch(ctx, stmts); err != nil {
+			return "", fmt.Errorf("delete rows of %s: %w", p.Targets[t], err)
+		}
+		total += n
+		batches++
+	}
+	// Rows no target claims (should not happen) go last, in one batch of their own.
+	if stmts, n := deleteStatements(e.inv.Tables, func([]int) bool { return true }, done); n > 0 {
+		if _, err := e.B.D1.Batch(ctx, stmts); err != nil {
+			return "", fmt.Errorf("delete remaining rows: %w", err)
+		}
+		total += n
+		batches++
+	}
+	return fmt.Sprintf("%d row(s) deleted in %d atomic batch(es)", total, batches), nil
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func deleteStatements(tables []inventory.TableRows, want func([]int) bool, done map[string]bool) ([]d1.Statement, int) {
+	stmts := []d1.Statement{{SQL: "PRAGMA defer_foreign_keys = on"}}
+	n := 0
+	for _, t := range tables {
+		var keys [][]d1.Value
+		for i, k := range t.Keys {
+			var targets []int
+			if i < len(t.Targets) {
+				targets = t.Targets[i]
+			}
+			rk := rowKey(t.Table, k)
+			if done[rk] || !want(targets) {
+				continue
+			}
+			done[rk] = true
+			keys = append(keys, k)
+		}
+		n += len(keys)
+		per := d1.MaxParams / len(t.KeyColumns)
+		for start := 0; start < len(keys); start += per {
+			end := min(start+per, len(keys))
+			var a d1.Args
+			var where string
+			if len(t.KeyColumns) == 1 {
+				vals := make([]d1.Value, 0, end-start)
+				for _, k := range keys[start:end] {
+					vals = append(vals, k[0])
+				}
+				where = d1.QuoteIdent(t.KeyColumns[0]) + " IN (" + a.List(vals) + ")"
+			} else {
+				cols := make([]string, len(t.KeyColumns))
+				for i, c := range t.KeyColumns {
+					cols[i] = d1.QuoteIdent(c)
+				}
+				var tuples []string
+				for _, k := range keys[start:end] {
+					tuples = append(tuples, "("+a.List(k)+")")
+				}
+				where = "(" + strings.Join(cols, ", ") + ") IN (VALUES " + strings.Join(tuples, ", ") + ")"
+			}
+			stmts = append(stmts, d1.Statement{SQL: "DELETE FROM " + d1.QuoteIdent(t.Table) + " WHERE " + where, Params: a.Params()})
+		}
+	}
+	return stmts, n
+}
+
+func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (string, error) {
+	if e.B.Stripe == nil {
+		return "manual: Stripe is not configured; cancel subscriptions and delete customers in the dashboard", nil
+	}
+	subs, custs := 0, 0
+	for _, c := range p.Inventory.Stripe.Customers {
+		for _, s := range c.Subscriptions {
+			if s.Status == "canceled" || s.Status == "incomplete_expired" {
+				continue
+			}
+			if err := e.B.Stripe.CancelSubscription(ctx, s.ID, "testreset-"+run.ID+"-cancel-"+s.ID); err != nil {
+				return "", err
+			}
+			subs++
+		}
+		if err := e.B.Stripe.DeleteCustomer(ctx, c.ID, "testreset-"+run.ID+"-delete-"+c.ID); err != nil {
+			return "", err
+		}
+		custs++
+	}
+	return fmt.Sprintf("%d subscription(s) cancelled, %d customer(s) deleted", subs, custs), nil
+}
+
+// Remaining takes the inventory of the plan's targets again and lists what is left.
+func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]string, error) {
+	inv, err := inventory.Run(ctx, inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b},
+		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval})
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	out := inv.Remaining()
+	// A node that cannot be asked is no proof of absence.
+	for _, s := range inv.Sites {
+		if s.Error != "" {
+			out = append(out, fmt.Sprintf("site %s on %s: cannot check: %s", s.Name, s.Host, s.Error))
+		}
+	}
+	// The plan's own Stripe customers are checked by id: a deleted customer no longer turns
+	// up in a search, a surviving one must be named.
+	if b.Stripe != nil {
+		seen := map[string]bool{}
+		for _, c := range inv.Stripe.Customers {
+			seen[c.ID] = true
+		}
+		for _, c := range p.Inventory.Stripe.Customers {
+			if seen[c.ID] {
+				continue
+			}
+			cu, err := b.Stripe.Customer(ctx, c.ID)
+			if err != nil {
+				return nil, fmt.Errorf("verify stripe customer %s: %w", c.ID, err)
+			}
+			if !cu.Deleted {
+				out = append(out, fmt.Sprintf("stripe: customer %s (%s)", c.ID, c.Email))
+			}
+		}
+	}
+	return out, nil
+}

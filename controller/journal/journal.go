@@ -1,0 +1,221 @@
+// Package journal records runs and their steps in SQLite in the state folder, before and
+// after each step, so an interrupted execute resumes from the first unfinished step.
+package journal
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // pure Go driver "sqlite"
+)
+
+// Step and run states.
+const (
+	Pending   = "pending"
+	Running   = "running"
+	Done      = "done"
+	Failed    = "failed"
+	Completed = "completed"
+)
+
+// Run is one execution of a plan (or one restore of a run).
+type Run struct {
+	ID         string
+	Kind       string // execute or restore
+	PlanSHA256 string
+	Operator   string
+	Approver   string
+	Status     string
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Step is one journalled step.
+type Step struct {
+	Seq        int
+	Name       string
+	Status     string
+	Detail     string
+	Error      string
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Journal is the state database.
+type Journal struct{ db *sql.DB }
+
+const schema = `
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, kind TEXT NOT NULL, plan_sha256 TEXT NOT NULL, operator TEXT NOT NULL,
+  approver TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+  started_at TEXT NOT NULL, finished_at TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS steps (
+  run_id TEXT NOT NULL REFERENCES runs(id), seq INTEGER NOT NULL, name TEXT NOT NULL,
+  status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
+  started_at TEXT NOT NULL DEFAULT '', finished_at TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (run_id, seq));
+`
+
+// Open opens (creating) STATE/journal.db.
+func Open(stateDir string) (*Journal, error) {
+	if err := os.MkdirAll(stateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	path := filepath.Join(stateDir, "journal.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)")
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal %s: %w", path, err)
+	}
+	return &Journal{db: db}, nil
+}
+
+// Close closes the database.
+func (j *Journal) Close() error { return j.db.Close() }
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTS(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}
+
+// ErrNotFound is returned for an unknown run.
+var ErrNotFound = errors.New("run not found")
+
+// CreateRun stores a new run with its steps, all pending.
+func (j *Journal) CreateRun(ctx context.Context, r *Run, steps []string) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO runs (id, kind, plan_sha256, operator, approver, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.Kind, r.PlanSHA256, r.Operator, r.Approver, Running, ts(r.StartedAt)); err != nil {
+		return fmt.Errorf("create run %s: %w", r.ID, err)
+	}
+	for i, s := range steps {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (run_id, seq, name, status) VALUES (?, ?, ?, ?)`, r.ID, i+1, s, Pending); err != nil {
+			return fmt.Errorf("create step %s: %w", s, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// FindByPlan returns the newest run of kind for a plan, or ErrNotFound.
+func (j *Journal) FindByPlan(ctx context.Context, kind, planSHA string) (*Run, error) {
+	row := j.db.QueryRowContext(ctx, `SELECT id FROM runs WHERE kind = ? AND plan_sha256 = ? ORDER BY started_at DESC LIMIT 1`, kind, planSHA)
+	var id string
+	if err := row.Scan(&id); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	return j.Run(ctx, id)
+}
+
+// Run returns one run.
+func (j *Journal) Run(ctx context.Context, id string) (*Run, error) {
+	var r Run
+	var started, finished string
+	err := j.db.QueryRowContext(ctx, `SELECT id, kind, plan_sha256, operator, approver, status, error, started_at, finished_at FROM runs WHERE id = ?`, id).
+		Scan(&r.ID, &r.Kind, &r.PlanSHA256, &r.Operator, &r.Approver, &r.Status, &r.Error, &started, &finished)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.StartedAt, r.FinishedAt = parseTS(started), parseTS(finished)
+	return &r, nil
+}
+
+// Runs lists every run, newest first.
+func (j *Journal) Runs(ctx context.Context) ([]Run, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT id FROM runs ORDER BY started_at DESC`)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	var out []Run
+	for _, id := range ids {
+		r, err := j.Run(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *r)
+	}
+	return out, nil
+}
+
+// Steps returns a run's steps in order.
+func (j *Journal) Steps(ctx context.Context, runID string) ([]Step, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT seq, name, status, detail, error, started_at, finished_at FROM steps WHERE run_id = ? ORDER BY seq`, runID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Step
+	for rows.Next() {
+		var s Step
+		var started, finished string
+		if err := rows.Scan(&s.Seq, &s.Name, &s.Status, &s.Detail, &s.Error, &started, &finished); err != nil {
+			return nil, err
+		}
+		s.StartedAt, s.FinishedAt = parseTS(started), parseTS(finished)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Begin marks a step running. It is written before the step does anything.
+func (j *Journal) Begin(ctx context.Context, runID string, seq int, now time.Time) error {
+	_, err := j.db.ExecContext(ctx, `UPDATE steps SET status = ?, error = '', started_at = ? WHERE run_id = ? AND seq = ?`, Running, ts(now), runID, seq)
+	return err
+}
+
+// Finish marks a step done (err nil) or failed, with a detail line.
+func (j *Journal) Finish(ctx context.Context, runID string, seq int, detail string, stepErr error, now time.Time) error {
+	status, msg := Done, ""
+	if stepErr != nil {
+		status, msg = Failed, stepErr.Error()
+	}
+	// The journal must record the outcome even when the step was cancelled.
+	_, err := j.db.ExecContext(context.WithoutCancel(ctx), `UPDATE steps SET status = ?, detail = ?, error = ?, finished_at = ? WHERE run_id = ? AND seq = ?`, status, detail, msg, ts(now), runID, seq)
+	return err
+}
+
+// SetStatus sets a run's status and error.
+func (j *Journal) SetStatus(ctx context.Context, runID, status, msg string, now time.Time) error {
+	fin := ""
+	if status == Completed || status == Failed {
+		fin = ts(now)
+	}
+	_, err := j.db.ExecContext(context.WithoutCancel(ctx), `UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?`, status, msg, fin, runID)
+	return err
+}

@@ -1,0 +1,459 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cloudflare/cloudflare-go"
+)
+
+// Retry is the retry policy handed to cloudflare-go, which retries every
+// request on transport errors, 429 and 5xx, doubling the delay from
+// MinBackoff up to MaxBackoff (whole seconds; zero means no delay). The
+// same delays space the rounds that resend keys a bulk operation reported
+// as unsuccessful.
+type Retry struct {
+	MaxRetries int // retries after the first try
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+}
+
+// DefaultRetry is cloudflare-go's own policy.
+var DefaultRetry = Retry{MaxRetries: 3, MinBackoff: time.Second, MaxBackoff: 30 * time.Second}
+
+// bulkRounds is how often a bulk operation is sent for keys KV keeps
+// reporting as unsuccessful.
+const bulkRounds = 5
+
+// maxBulkBody keeps bulk writes under KV's 100 MB request limit.
+const maxBulkBody = 90 << 20
+
+// CloudflareConfig addresses KV namespaces through the REST API.
+type CloudflareConfig struct {
+	AccountID string
+	// Token is the API token; the config layer reads CLOUDFLARE_API_TOKEN.
+	Token string
+	// BaseURL defaults to https://api.cloudflare.com/client/v4.
+	BaseURL string
+	// Namespaces maps binding name (TENANT_ORIGINS, ...) to namespace id.
+	Namespaces map[string]string
+	// Retry defaults to DefaultRetry when nil.
+	Retry *Retry
+	// RateLimit is requests per second: 0 keeps cloudflare-go's 4/s, a
+	// negative value disables the limiter (tests).
+	RateLimit float64
+	// HTTPClient is optional.
+	HTTPClient *http.Client
+}
+
+type cloudflareStore struct {
+	api        *cloudflare.API
+	rc         *cloudflare.ResourceContainer
+	account    string
+	namespaces map[string]string
+	retry      Retry
+}
+
+// OpenCloudflare returns a KV store reached through cloudflare-go. It makes
+// no request until first use.
+func OpenCloudflare(cfg CloudflareConfig) (Store, error) {
+	if cfg.AccountID == "" {
+		return nil, errors.New("open kv cloudflare: account id is required")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("open kv cloudflare: empty api token (set CLOUDFLARE_API_TOKEN)")
+	}
+	if len(cfg.Namespaces) == 0 {
+		return nil, errors.New("open kv cloudflare: no namespaces configured")
+	}
+	for b, id := range cfg.Namespaces {
+		if id == "" {
+			return nil, fmt.Errorf("open kv cloudflare: empty namespace id for binding %s", b)
+		}
+	}
+	policy := DefaultRetry
+	if cfg.Retry != nil {
+		policy = *cfg.Retry
+	}
+	var opts []cloudflare.Option
+	if cfg.BaseURL != "" {
+		opts = append(opts, cloudflare.BaseURL(cfg.BaseURL))
+	}
+	opts = append(opts, cloudflare.UsingRetryPolicy(policy.MaxRetries, ceilSeconds(policy.MinBackoff), ceilSeconds(policy.MaxBackoff)))
+	switch {
+	case cfg.RateLimit < 0:
+		opts = append(opts, cloudflare.UsingRateLimit(math.Inf(1)))
+	case cfg.RateLimit > 0:
+		opts = append(opts, cloudflare.UsingRateLimit(cfg.RateLimit))
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 2 * time.Minute}
+	}
+	opts = append(opts, cloudflare.HTTPClient(hc))
+	api, err := cloudflare.NewWithAPIToken(cfg.Token, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open kv cloudflare: %w", err)
+	}
+	ns := make(map[string]string, len(cfg.Namespaces))
+	for b, id := range cfg.Namespaces {
+		ns[b] = id
+	}
+	return &cloudflareStore{
+		api:        api,
+		rc:         cloudflare.AccountIdentifier(cfg.AccountID),
+		account:    cfg.AccountID,
+		namespaces: ns,
+		retry:      policy,
+	}, nil
+}
+
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Second - 1) / time.Second)
+}
+
+func (c *cloudflareStore) Kind() string { return "cloudflare" }
+
+func (c *cloudflareStore) Close() error { return nil }
+
+func (c *cloudflareStore) namespaceID(binding string) (string, error) {
+	id, ok := c.namespaces[binding]
+	if !ok {
+		b := bindings{}
+		for n := range c.namespaces {
+			b[n] = true
+		}
+		return "", b.check(binding)
+	}
+	return id, nil
+}
+
+func (c *cloudflareStore) path(nsID, rest string) string {
+	return "/accounts/" + url.PathEscape(c.account) + "/storage/kv/namespaces/" + url.PathEscape(nsID) + rest
+}
+
+type listedKey struct {
+	Name       string          `json:"name"`
+	Expiration int64           `json:"expiration"`
+	Metadata   json.RawMessage `json:"metadata"`
+}
+
+// List goes through api.Raw rather than ListWorkersKVKeys, which decodes
+// metadata into interface{} and so rounds numbers above 2^53.
+func (c *cloudflareStore) List(ctx context.Context, binding, prefix, cursor string, limit int) ([]KeyInfo, string, error) {
+	nsID, err := c.namespaceID(binding)
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys: %w", err)
+	}
+	limit, err = checkLimit(limit)
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys %s: %w", binding, err)
+	}
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	resp, err := c.api.Raw(ctx, http.MethodGet, c.path(nsID, "/keys?"+q.Encode()), nil, nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys %s: %w", binding, c.apiError(ctx, err))
+	}
+	if !resp.Success {
+		return nil, "", fmt.Errorf("list keys %s: cloudflare api: %s", binding, responseErrors(resp.Errors))
+	}
+	var listed []listedKey
+	if err := json.Unmarshal(resp.Result, &listed); err != nil {
+		return nil, "", fmt.Errorf("list keys %s: decode: %w", binding, err)
+	}
+	keys := make([]KeyInfo, len(listed))
+	for i, k := range listed {
+		keys[i] = KeyInfo{Name: k.Name, Expiration: k.Expiration, Metadata: nullToNil(k.Metadata)}
+	}
+	next := ""
+	if resp.ResultInfo != nil {
+		next = resp.ResultInfo.Cursor
+	}
+	return keys, next, nil
+}
+
+func nullToNil(m json.RawMessage) json.RawMessage {
+	if len(m) == 0 || bytes.Equal(m, []byte("null")) {
+		return nil
+	}
+	return append(json.RawMessage(nil), m...)
+}
+
+// Get lists the key (it sorts first among keys with itself as prefix) for
+// expiration and metadata, then reads the value: the value endpoint returns
+// only the bytes.
+func (c *cloudflareStore) Get(ctx context.Context, binding, key string) (*Entry, bool, error) {
+	if err := CheckKey(key); err != nil {
+		return nil, false, fmt.Errorf("get key %s: %w", binding, err)
+	}
+	nsID, err := c.namespaceID(binding)
+	if err != nil {
+		return nil, false, fmt.Errorf("get key: %w", err)
+	}
+	keys, _, err := c.List(ctx, binding, key, "", MinListLimit)
+	if err != nil {
+		return nil, false, fmt.Errorf("get key %s %q: %w", binding, key, err)
+	}
+	if len(keys) == 0 || keys[0].Name != key {
+		return nil, false, nil
+	}
+	value, err := c.api.GetWorkersKV(ctx, c.rc, cloudflare.GetWorkersKVParams{NamespaceID: nsID, Key: key})
+	if err != nil {
+		var nf *cloudflare.NotFoundError
+		if errors.As(err, &nf) {
+			return nil, false, nil // deleted or expired since the listing
+		}
+		return nil, false, fmt.Errorf("get key %s %q: %w", binding, key, c.apiError(ctx, err))
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	return &Entry{Key: key, Value: value, Expiration: keys[0].Expiration, Metadata: keys[0].Metadata}, true, nil
+}
+
+type bulkResult struct {
+	SuccessfulKeyCount int      `json:"successful_key_count"`
+	UnsuccessfulKeys   []string `json:"unsuccessful_keys"`
+}
+
+// Put sends bulk writes through api.Raw rather than WriteWorkersKVEntries,
+// which drops the unsuccessful_keys KV reports; those are sent again.
+// Values that are not valid UTF-8 go as base64.
+func (c *cloudflareStore) Put(ctx context.Context, binding string, entries []Entry) error {
+	nsID, err := c.namespaceID(binding)
+	if err != nil {
+		return fmt.Errorf("put keys: %w", err)
+	}
+	now := time.Now()
+	encoded := make([][]byte, len(entries))
+	for i, e := range entries {
+		if err := CheckEntry(e, now); err != nil {
+			return fmt.Errorf("put keys %s: %w", binding, err)
+		}
+		if encoded[i], err = encodePair(e); err != nil {
+			return fmt.Errorf("put keys %s: %w", binding, err)
+		}
+	}
+	start := 0
+	for start < len(entries) {
+		end, size := start, 2
+		for end < len(entries) && end-start < MaxBulk && (end == start || size+len(encoded[end])+1 <= maxBulkBody) {
+			size += len(encoded[end]) + 1
+			end++
+		}
+		if err := c.putChunk(ctx, binding, nsID, entries[start:end], encoded[start:end]); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func encodePair(e Entry) ([]byte, error) {
+	p := cloudflare.WorkersKVPair{Key: e.Key, Expiration: int(e.Expiration)}
+	if utf8.Valid(e.Value) {
+		p.Value = string(e.Value)
+	} else {
+		p.Value = base64.StdEncoding.EncodeToString(e.Value)
+		p.Base64 = true
+	}
+	meta, err := compactMetadata(e.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	if meta != nil {
+		p.Metadata = meta
+	}
+	return json.Marshal(p)
+}
+
+func (c *cloudflareStore) putChunk(ctx context.Context, binding, nsID string, entries []Entry, encoded [][]byte) error {
+	for round := 0; ; round++ {
+		body := joinJSON(encoded)
+		resp, err := c.api.Raw(ctx, http.MethodPut, c.path(nsID, "/bulk"), body, nil)
+		if err != nil {
+			return fmt.Errorf("put keys %s: %w", binding, c.apiError(ctx, err))
+		}
+		failed, err := unsuccessful(resp)
+		if err != nil {
+			return fmt.Errorf("put keys %s: %w", binding, err)
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if round+1 >= bulkRounds {
+			return fmt.Errorf("put keys %s: %d keys still unsuccessful after %d rounds (first %q)", binding, len(failed), bulkRounds, failed[0])
+		}
+		retry := map[string]bool{}
+		for _, k := range failed {
+			retry[k] = true
+		}
+		var nextEntries []Entry
+		var nextEncoded [][]byte
+		for i, e := range entries {
+			if retry[e.Key] {
+				nextEntries = append(nextEntries, e)
+				nextEncoded = append(nextEncoded, encoded[i])
+			}
+		}
+		entries, encoded = nextEntries, nextEncoded
+		if err := c.pause(ctx, round); err != nil {
+			return fmt.Errorf("put keys %s: %w", binding, err)
+		}
+	}
+}
+
+// Delete uses the current POST .../bulk/delete endpoint through api.Raw:
+// DeleteWorkersKVEntries sends the legacy DELETE .../bulk and drops the
+// unsuccessful_keys, which are sent again here.
+func (c *cloudflareStore) Delete(ctx context.Context, binding string, keys []string) error {
+	nsID, err := c.namespaceID(binding)
+	if err != nil {
+		return fmt.Errorf("delete keys: %w", err)
+	}
+	for _, k := range keys {
+		if err := CheckKey(k); err != nil {
+			return fmt.Errorf("delete keys %s: %w", binding, err)
+		}
+	}
+	for start := 0; start < len(keys); start += MaxBulk {
+		chunk := keys[start:min(start+MaxBulk, len(keys))]
+		if err := c.deleteChunk(ctx, binding, nsID, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *cloudflareStore) deleteChunk(ctx context.Context, binding, nsID string, keys []string) error {
+	for round := 0; ; round++ {
+		body, err := json.Marshal(keys)
+		if err != nil {
+			return fmt.Errorf("delete keys %s: %w", binding, err)
+		}
+		resp, err := c.api.Raw(ctx, http.MethodPost, c.path(nsID, "/bulk/delete"), body, nil)
+		if err != nil {
+			return fmt.Errorf("delete keys %s: %w", binding, c.apiError(ctx, err))
+		}
+		failed, err := unsuccessful(resp)
+		if err != nil {
+			return fmt.Errorf("delete keys %s: %w", binding, err)
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		if round+1 >= bulkRounds {
+			return fmt.Errorf("delete keys %s: %d keys still unsuccessful after %d rounds (first %q)", binding, len(failed), bulkRounds, failed[0])
+		}
+		keys = failed
+		if err := c.pause(ctx, round); err != nil {
+			return fmt.Errorf("delete keys %s: %w", binding, err)
+		}
+	}
+}
+
+func unsuccessful(resp cloudflare.RawResponse) ([]string, error) {
+	if !resp.Success {
+		return nil, fmt.Errorf("cloudflare api: %s", responseErrors(resp.Errors))
+	}
+	if len(resp.Result) == 0 || bytes.Equal(resp.Result, []byte("null")) {
+		return nil, nil // an older response without per-key results
+	}
+	var r bulkResult
+	if err := json.Unmarshal(resp.Result, &r); err != nil {
+		return nil, fmt.Errorf("decode bulk result: %w", err)
+	}
+	return r.UnsuccessfulKeys, nil
+}
+
+// pause waits before resending unsuccessful keys, doubling like the retry
+// policy.
+func (c *cloudflareStore) pause(ctx context.Context, round int) error {
+	d := c.retry.MinBackoff << round
+	if d > c.retry.MaxBackoff {
+		d = c.retry.MaxBackoff
+	}
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func joinJSON(items [][]byte) []byte {
+	n := 2
+	for _, it := range items {
+		n += len(it) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, it := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, it...)
+	}
+	return append(b, ']')
+}
+
+// apiError keeps cloudflare-go's message and says when retries ran out.
+func (c *cloudflareStore) apiError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	var (
+		reqErr  *cloudflare.RequestError
+		authErr *cloudflare.AuthenticationError
+		authz   *cloudflare.AuthorizationError
+		nf      *cloudflare.NotFoundError
+		svc     *cloudflare.ServiceError
+		rl      *cloudflare.RatelimitError
+	)
+	switch {
+	case errors.As(err, &nf):
+		return fmt.Errorf("cloudflare api: not found (check the namespace id): %w", err)
+	case errors.As(err, &reqErr), errors.As(err, &svc), errors.As(err, &rl):
+		return fmt.Errorf("cloudflare api: %w", err)
+	case errors.As(err, &authErr), errors.As(err, &authz):
+		return fmt.Errorf("cloudflare api: token refused (check CLOUDFLARE_API_TOKEN and its KV permissions): %w", err)
+	}
+	// cloudflare-go only returns untyped errors once every retry failed.
+	return fmt.Errorf("cloudflare api: gave up after %d tries: %w", c.retry.MaxRetries+1, err)
+}
+
+func responseErrors(errs []cloudflare.ResponseInfo) string {
+	if len(errs) == 0 {
+		return "request failed without an error message"
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = fmt.Sprintf("%s (%d)", e.Message, e.Code)
+	}
+	return strings.Join(msgs, "; ")
+}

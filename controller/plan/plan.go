@@ -1,0 +1,296 @@
+// Package plan is the reset plan file: a self-contained, content-hashed JSON document with
+// the targets, the full inventory and the guard results, plus the second operator's
+// approval with per-site grants for the agents.
+package plan
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/prego/testreset/certs"
+	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/internal/grant"
+	agentv1 "github.com/prego/testreset/proto/agent/v1"
+)
+
+// SchemaVersion of the plan file format.
+const SchemaVersion = 1
+
+// Operator is who made or approved a plan.
+type Operator struct {
+	Identity    string `json:"identity"`
+	Fingerprint string `json:"fingerprint"`
+	Certificate []byte `json:"certificate"` // DER
+}
+
+// OperatorOf describes a certificate.
+func OperatorOf(c *x509.Certificate) Operator {
+	return Operator{Identity: certs.Identity(c), Fingerprint: certs.Fingerprint(c), Certificate: c.Raw}
+}
+
+// Plan is the plan file.
+type Plan struct {
+	SchemaVersion   int                  `json:"schema_version"`
+	CreatedAt       time.Time            `json:"created_at"`
+	Ticket          string               `json:"ticket,omitempty"`
+	FinanceApproval string               `json:"finance_approval,omitempty"`
+	Operator        Operator             `json:"operator"`
+	Targets         []inventory.Target   `json:"targets"`
+	SpecSHA256      string               `json:"spec_sha256"`
+	D1Backend       string               `json:"d1_backend"`
+	KVBackend       string               `json:"kv_backend"`
+	Inventory       *inventory.Inventory `json:"inventory"`
+	PlanSHA256      string               `json:"plan_sha256"`
+	Approval        *Approval            `json:"approval,omitempty"`
+}
+
+// Approval is the second operator's signature and the agents' grants.
+type Approval struct {
+	Operator
+	ApprovedAt time.Time `json:"approved_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	// Signature over SignedBytes(plan_sha256, expires_at) with the approver's key.
+	Signature []byte      `json:"signature"`
+	Grants    []SiteGrant `json:"grants"`
+}
+
+// SiteGrant is one agent grant, serialized as the agent receives it.
+type SiteGrant struct {
+	Host   string `json:"host"`
+	Site   string `json:"site"`
+	Action string `json:"action"`
+	Grant  []byte `json:"grant"` // proto-encoded agentv1.Grant
+}
+
+// ID is the plan's short name.
+func (p *Plan) ID() string {
+	if len(p.PlanSHA256) < 12 {
+		return p.PlanSHA256
+	}
+	return p.PlanSHA256[:12]
+}
+
+// Hash returns the sha256 of the canonical encoding of everything but the hash and the
+// approval. encoding/json writes struct fields in declaration order and map keys sorted,
+// so the same content always gives the same bytes.
+func (p *Plan) Hash() (string, error) {
+	c := *p
+	c.PlanSHA256, c.Approval = "", nil
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return "", fmt.Errorf("encode plan: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Seal sets PlanSHA256.
+func (p *Plan) Seal() error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	p.PlanSHA256 = h
+	return nil
+}
+
+// ErrTampered means the content does not match plan_sha256.
+var ErrTampered = errors.New("plan content does not match its plan_sha256 (edited after it was written?)")
+
+// Read loads a plan file and checks its hash.
+func Read(path string) (*Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read plan: %w", err)
+	}
+	var p Plan
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
+	if p.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("plan %s: schema version %d, this resetctl reads %d", path, p.SchemaVersion, SchemaVersion)
+	}
+	if p.Inventory == nil {
+		return nil, fmt.Errorf("plan %s: no inventory", path)
+	}
+	h, err := p.Hash()
+	if err != nil {
+		return nil, err
+	}
+	if h != p.PlanSHA256 {
+		return nil, fmt.Errorf("plan %s: %w", path, ErrTampered)
+	}
+	return &p, nil
+}
+
+// Write stores the plan atomically (temp file, fsync, rename).
+func Write(path string, p *Plan) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode plan: %w", err)
+	}
+	return WriteFileAtomic(path, append(b, '\n'), 0o640)
+}
+
+// WriteFileAtomic writes data to path through a synced temp file and a rename.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// SignedBytes is what an approval signature covers.
+func SignedBytes(planSHA256 string, expires time.Time) []byte {
+	return []byte("testreset-approval-v1\n" + planSHA256 + "\n" + expires.UTC().Format(time.RFC3339) + "\n")
+}
+
+// Errors of approval.
+var (
+	ErrSelfApproval = errors.New("plan was approved by its own author")
+	ErrBlocked      = errors.New("plan has blocked targets or errors")
+	ErrUnapproved   = errors.New("plan is not approved")
+	ErrExpired      = errors.New("approval has expired")
+)
+
+// Approve signs the plan as approver and adds drop and restore grants for every site that
+// exists. Restore grants let the executing operator roll back within the same window
+// without a second approval round (see README, "Restoring").
+func Approve(p *Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Duration, now time.Time) error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	if h != p.PlanSHA256 {
+		return ErrTampered
+	}
+	if p.Inventory.Blocked() {
+		return ErrBlocked
+	}
+	if certs.Identity(cert) == p.Operator.Identity || bytes.Equal(cert.Raw, p.Operator.Certificate) {
+		return fmt.Errorf("%w (%s)", ErrSelfApproval, p.Operator.Identity)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
+	}
+	now = now.UTC().Truncate(time.Second)
+	expires := now.Add(ttl)
+	sig, err := certs.Sign(key, SignedBytes(p.PlanSHA256, expires))
+	if err != nil {
+		return err
+	}
+	a := &Approval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Signature: sig}
+	for _, s := range p.Inventory.Sites {
+		if !s.Exists && !s.DBExists && !s.DBUserExists {
+			continue
+		}
+		for _, action := range []string{grant.ActionDrop, grant.ActionRestore} {
+			g, err := grant.Sign(&agentv1.GrantBody{
+				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action,
+				ExpiresAt: timestamppb.New(expires), IssuedAt: timestamppb.New(now),
+			}, cert, key)
+			if err != nil {
+				return err
+			}
+			b, err := proto.Marshal(g)
+			if err != nil {
+				return fmt.Errorf("encode grant: %w", err)
+			}
+			a.Grants = append(a.Grants, SiteGrant{Host: s.Host, Site: s.Name, Action: action, Grant: b})
+		}
+	}
+	p.Approval = a
+	return nil
+}
+
+// VerifyApproval checks that the plan is unchanged, approved by a second operator whose
+// certificate chains to roots, and that the approval has not expired.
+func VerifyApproval(p *Plan, roots *x509.CertPool, now time.Time) error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	if h != p.PlanSHA256 {
+		return ErrTampered
+	}
+	a := p.Approval
+	if a == nil {
+		return ErrUnapproved
+	}
+	signer, err := certs.VerifyOperatorSignature(a.Certificate, a.Signature, SignedBytes(p.PlanSHA256, a.ExpiresAt), roots, now)
+	if err != nil {
+		return fmt.Errorf("approval signature: %w", err)
+	}
+	if certs.Identity(signer) != a.Identity {
+		return fmt.Errorf("approval names %s but was signed by %s", a.Identity, certs.Identity(signer))
+	}
+	if certs.Identity(signer) == p.Operator.Identity {
+		return fmt.Errorf("%w (%s)", ErrSelfApproval, p.Operator.Identity)
+	}
+	if !now.Before(a.ExpiresAt) {
+		return fmt.Errorf("%w at %s", ErrExpired, a.ExpiresAt.Format(time.RFC3339))
+	}
+	if p.Inventory.Blocked() {
+		return ErrBlocked
+	}
+	return nil
+}
+
+// GrantFor returns the decoded grant for a site and action.
+func (p *Plan) GrantFor(host, site, action string) (*agentv1.Grant, error) {
+	if p.Approval == nil {
+		return nil, ErrUnapproved
+	}
+	for _, g := range p.Approval.Grants {
+		if g.Host == host && g.Site == site && g.Action == action {
+			var out agentv1.Grant
+			if err := proto.Unmarshal(g.Grant, &out); err != nil {
+				return nil, fmt.Errorf("decode grant for %s on %s: %w", site, host, err)
+			}
+			return &out, nil
+		}
+	}
+	return nil, fmt.Errorf("plan has no %s grant for site %s on %s", action, site, host)
+}
