@@ -42,7 +42,7 @@ demo: deps build
 	bash scripts/demo.sh
 
 example-data:
-	$(GO) run ./cmd/resetctl dev seed --config examples/resetctl.yaml
+	$(GO) run ./examples/seed --config examples/resetctl.yaml
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/...

@@ -29,7 +29,7 @@ import (
 
 // testBench is a Frappe-layout bench folder made by a test, with a Manager on it.
 type testBench struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	tmp  string // Options.TempDir: must be empty after every operation
 	opts sites.Options
@@ -38,7 +38,7 @@ type testBench struct {
 
 // newBench makes BENCH/sites with the things a real bench has beside sites (assets, a
 // common_site_config.json, apps.txt, a folder without site_config.json).
-func newBench(t *testing.T, mutate func(*sites.Options)) *testBench {
+func newBench(t testing.TB, mutate func(*sites.Options)) *testBench {
 	t.Helper()
 	dir := t.TempDir()
 	for _, d := range []string{"sites/assets/frappe", "sites/notasite/private"} {
@@ -502,7 +502,7 @@ func writeScript(t *testing.T, dir, name, body string) string {
 	return p
 }
 
-func writeFile(t *testing.T, p, body string, mode os.FileMode) {
+func writeFile(t testing.TB, p, body string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
@@ -515,7 +515,7 @@ func writeFile(t *testing.T, p, body string, mode os.FileMode) {
 	}
 }
 
-func mustMkdir(t *testing.T, p string) {
+func mustMkdir(t testing.TB, p string) {
 	t.Helper()
 	if err := os.MkdirAll(p, 0o755); err != nil {
 		t.Fatal(err)

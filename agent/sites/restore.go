@@ -85,7 +85,7 @@ func (m *Manager) Restore(ctx context.Context, name string, recv func() (*agentv
 		return nil, err
 	}
 	dir := filepath.Dir(p)
-	stage, err := os.MkdirTemp(dir, ".reset-restore-"+name+"-")
+	stage, err := os.MkdirTemp(dir, ".reset-restore-")
 	if err != nil {
 		return nil, fmt.Errorf("restore site %s: staging folder: %w", name, err)
 	}

@@ -382,7 +382,7 @@ func sha256File(path string) (string, int64, error) {
 func rowKey(table string, key []d1.Value) string {
 	parts := []string{table}
 	for _, v := range key {
-		parts = append(parts, string(v.Kind)+":"+v.String())
+		parts = append(parts, v.String())
 	}
 	return strings.Join(parts, "\x00")
 }

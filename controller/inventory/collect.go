@@ -2,8 +2,10 @@ package inventory
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/prego/testreset/controller/d1"
@@ -40,7 +42,7 @@ func (r *Rows) Key(i int) []d1.Value {
 func tupleKey(vs []d1.Value) string {
 	parts := make([]string, len(vs))
 	for i, v := range vs {
-		parts[i] = string(v.Kind) + ":" + v.String()
+		parts[i] = v.String()
 	}
 	return strings.Join(parts, "\x00")
 }
@@ -220,4 +222,20 @@ func (c *collector) attribute() {
 			}
 		}
 	}
+}
+
+// plain renders a value as the text an operator or a key template expects: text as is,
+// numbers in decimal, blobs in hex, NULL as "".
+func plain(v d1.Value) string {
+	switch v.Kind {
+	case d1.KindText:
+		return v.Text
+	case d1.KindInteger:
+		return strconv.FormatInt(v.Int, 10)
+	case d1.KindReal:
+		return strconv.FormatFloat(v.Real, 'g', -1, 64)
+	case d1.KindBlob:
+		return hex.EncodeToString(v.Blob)
+	}
+	return ""
 }

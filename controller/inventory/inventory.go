@@ -276,7 +276,7 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		for j, i := range emailIdx {
 			for _, row := range out[j].Rows {
 				if len(row) > 0 && !row[0].IsNull() {
-					targetTenants[i] = appendUnique(targetTenants[i], row[0].String())
+					targetTenants[i] = appendUnique(targetTenants[i], plain(row[0]))
 				}
 			}
 		}
@@ -328,7 +328,7 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if r := c.rows[root.Name]; r != nil {
 		k := r.col(spec.TenantRoot.Key)
 		for i := range r.Rows {
-			for _, t := range tenantTargets[r.Rows[i][k].String()] {
+			for _, t := range tenantTargets[plain(r.Rows[i][k])] {
 				r.Targets[i][t] = true
 			}
 		}
@@ -337,7 +337,7 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		if r := c.rows[er.Table]; r != nil {
 			k := r.col(er.Column)
 			for i := range r.Rows {
-				if t, ok := emailTargets[strings.ToLower(r.Rows[i][k].String())]; ok {
+				if t, ok := emailTargets[strings.ToLower(plain(r.Rows[i][k]))]; ok {
 					r.Targets[i][t] = true
 				}
 			}
@@ -517,7 +517,7 @@ func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Invent
 			if err != nil {
 				return fmt.Errorf("orphan users: %w", err)
 			}
-			v, email, n := dec.Rows[0][0], strings.ToLower(row[2].String()), row[3]
+			v, email, n := dec.Rows[0][0], strings.ToLower(plain(row[2])), row[3]
 			if n.Kind != d1.KindInteger || int(n.Int) != removing[tupleKey([]d1.Value{v})] {
 				continue // still a member of another tenant
 			}

@@ -43,7 +43,7 @@ func tenantsWithRuntime(ctx context.Context, c *collector, spec *config.Spec, id
 				vals := map[string]string{}
 				for j, col := range r.Columns {
 					if !r.Rows[i][j].IsNull() {
-						vals[col] = r.Rows[i][j].String()
+						vals[col] = plain(r.Rows[i][j])
 					}
 				}
 				runtime[vals[rt.TenantColumn]] = vals
@@ -203,10 +203,10 @@ func stripeObjects(ctx context.Context, client *billing.Client, spec *config.Spe
 		col := r.col(sid.Column)
 		for i := range r.Rows {
 			v := r.Rows[i][col]
-			if v.IsNull() || v.String() == "" {
+			if v.IsNull() || plain(v) == "" {
 				continue
 			}
-			id := v.String()
+			id := plain(v)
 			if idTargets[id] == nil {
 				idTargets[id] = map[int]bool{}
 				ids = append(ids, id)
