@@ -118,4 +118,3 @@ func BenchmarkBackup(b *testing.B) {
 			float64(peak.Load())/(1<<20))
 	}
 }
-

@@ -77,10 +77,10 @@ func (m *Manager) Drop(ctx context.Context, name string, dryRun bool) (*agentv1.
 	if dryRun {
 		return resp, nil
 	}
-	m.log.Info("site dropped", "site", name, "mode", m.Mode(), "archived", resp.ArchivedPath)
 	if missing := remaining(resp.Check, cfg); missing != "" {
 		return resp, fmt.Errorf("drop site %s: %w: %s", name, ErrIncomplete, missing)
 	}
+	m.log.Info("site dropped", "site", name, "mode", m.Mode(), "archived", resp.ArchivedPath)
 	return resp, nil
 }
 
@@ -106,13 +106,14 @@ func (m *Manager) dropNative(ctx context.Context, name, p string, cfg *siteConfi
 	if err != nil {
 		return err
 	}
-	dropDB := "DROP DATABASE IF EXISTS " + quoteIdent(cfg.DBName)
-	resp.Steps = append(resp.Steps, dropDB)
+	// Statements and the move, in order; Steps lists them as they are done (or, with dry
+	// run, all of them as they would be).
+	stmts := []string{"DROP DATABASE IF EXISTS " + quoteIdent(cfg.DBName)}
 	for _, h := range hosts {
-		resp.Steps = append(resp.Steps, "DROP USER IF EXISTS "+quoteString(cfg.DBUser, false)+"@"+quoteString(h, false))
+		stmts = append(stmts, "DROP USER IF EXISTS "+quoteString(cfg.DBUser, false)+"@"+quoteString(h, false))
 	}
-	resp.Steps = append(resp.Steps, fmt.Sprintf("move %s to %s", p, filepath.Join(archive, name)))
 	if resp.DryRun {
+		resp.Steps = append(stmts, fmt.Sprintf("move %s to %s", p, filepath.Join(archive, name)))
 		return nil
 	}
 
@@ -121,21 +122,24 @@ func (m *Manager) dropNative(ctx context.Context, name, p string, cfg *siteConfi
 		return err
 	}
 	defer s.Close()
-	if err := s.exec(ctx, dropDB); err != nil {
-		return fmt.Errorf("drop database %s: %w", cfg.DBName, err)
-	}
-	for _, h := range hosts {
-		if err := s.exec(ctx, "DROP USER IF EXISTS "+s.account(cfg.DBUser, h)); err != nil {
-			return fmt.Errorf("drop user %s@%s: %w", cfg.DBUser, h, err)
+	if s.nbe {
+		// The session quotes differently from the display form; rebuild with its quoting.
+		for i, h := range hosts {
+			stmts[i+1] = "DROP USER IF EXISTS " + s.account(cfg.DBUser, h)
 		}
+	}
+	for _, stmt := range stmts {
+		if err := s.exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+		resp.Steps = append(resp.Steps, stmt)
 	}
 	dest, err := archiveFolder(p, archive, name)
 	if err != nil {
 		return err
 	}
 	resp.ArchivedPath = dest
-	// The step names where the folder really went (a suffix on a clash).
-	resp.Steps[len(resp.Steps)-1] = fmt.Sprintf("move %s to %s", p, dest)
+	resp.Steps = append(resp.Steps, fmt.Sprintf("move %s to %s", p, dest))
 	return nil
 }
 

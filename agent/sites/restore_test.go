@@ -2,12 +2,15 @@ package sites_test
 
 import (
 	"archive/tar"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/prego/testreset/agent/sites"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -298,4 +301,58 @@ func errorsIsAny(err error, targets ...error) bool {
 		}
 	}
 	return false
+}
+
+// TestNoBackslashEscapes restores and drops with the server in NO_BACKSLASH_ESCAPES mode:
+// the site password holds a backslash and a quote, so a wrong literal would change it and
+// the site user could not log in to load the dump.
+func TestNoBackslashEscapes(t *testing.T) {
+	b := newBench(t, nil)
+	s := b.addSite("a.example.com", false)
+	db, files := backupOf(t, b, s)
+	if _, err := b.m.Drop(t.Context(), s.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := rootDB.QueryRowContext(t.Context(), "SELECT @@GLOBAL.sql_mode").Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rootDB.ExecContext(t.Context(), "SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',NO_BACKSLASH_ESCAPES')"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := rootDB.Exec("SET GLOBAL sql_mode = ?", mode); err != nil {
+			t.Error(err)
+		}
+	})
+	// A fresh pool, so its sessions start in the new mode.
+	c := mysql.NewConfig()
+	c.User, c.Passwd, c.Net, c.Addr = adminUser, adminPassword, "unix", server.Socket
+	nbeDB, err := sql.Open("mysql", c.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nbeDB.Close()
+	var got string
+	if err := nbeDB.QueryRowContext(t.Context(), "SELECT @@SESSION.sql_mode").Scan(&got); err != nil || !strings.Contains(got, "NO_BACKSLASH_ESCAPES") {
+		t.Fatalf("session sql_mode %q, %v", got, err)
+	}
+	m, err := sites.New(b.opts, nbeDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Restore(t.Context(), s.Name, restoreStream(db, files)); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := openAs(t, s.User, s.Password, s.DB).QueryRowContext(t.Context(), "SELECT COUNT(*) FROM `tabUser`").Scan(&n); err != nil || n != 300 {
+		t.Errorf("site user query = %d, %v", n, err)
+	}
+	resp, err := m.Drop(t.Context(), s.Name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Check.UserAbsent || !resp.Check.DatabaseAbsent {
+		t.Errorf("Check = %v", resp.Check)
+	}
 }

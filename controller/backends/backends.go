@@ -43,7 +43,8 @@ func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Ba
 			return nil, errors.New("d1 backend cloudflare needs CLOUDFLARE_API_TOKEN in the environment")
 		}
 		b.D1, err = d1.OpenCloudflare(d1.CloudflareConfig{AccountID: cfg.D1.Cloudflare.AccountID,
-			DatabaseID: cfg.D1.Cloudflare.DatabaseID, Token: tok, BaseURL: cfg.D1.Cloudflare.BaseURL})
+			DatabaseID: cfg.D1.Cloudflare.DatabaseID, Token: tok, BaseURL: cfg.D1.Cloudflare.BaseURL,
+			RateLimit: cfg.D1.Cloudflare.RequestsPerSecond})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("d1: %w", err)
@@ -62,7 +63,8 @@ func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Ba
 			return nil, errors.New("kv backend cloudflare needs CLOUDFLARE_API_TOKEN in the environment")
 		}
 		b.KV, err = kv.OpenCloudflare(kv.CloudflareConfig{AccountID: cfg.KV.Cloudflare.AccountID, Token: tok,
-			BaseURL: cfg.KV.Cloudflare.BaseURL, Namespaces: cfg.KV.Cloudflare.Namespaces})
+			BaseURL: cfg.KV.Cloudflare.BaseURL, Namespaces: cfg.KV.Cloudflare.Namespaces,
+			RateLimit: cfg.KV.Cloudflare.RequestsPerSecond})
 	}
 	if err != nil {
 		b.Close()

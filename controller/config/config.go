@@ -59,6 +59,9 @@ type D1 struct {
 		AccountID  string `yaml:"account_id"`
 		DatabaseID string `yaml:"database_id"`
 		BaseURL    string `yaml:"base_url"`
+		// RequestsPerSecond caps API calls (0 = cloudflare-go's 4/s; the account allows
+		// 1,200 per 5 minutes). Negative disables the limiter (tests).
+		RequestsPerSecond float64 `yaml:"requests_per_second"`
 	} `yaml:"cloudflare"`
 }
 
@@ -69,9 +72,10 @@ type KV struct {
 		Path string `yaml:"path"`
 	} `yaml:"sqlite"`
 	Cloudflare struct {
-		AccountID  string            `yaml:"account_id"`
-		BaseURL    string            `yaml:"base_url"`
-		Namespaces map[string]string `yaml:"namespaces"` // binding -> namespace id
+		AccountID         string            `yaml:"account_id"`
+		BaseURL           string            `yaml:"base_url"`
+		Namespaces        map[string]string `yaml:"namespaces"` // binding -> namespace id
+		RequestsPerSecond float64           `yaml:"requests_per_second"`
 	} `yaml:"cloudflare"`
 }
 
