@@ -45,7 +45,7 @@ func (m *Manager) session(ctx context.Context) (*session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("mariadb sql_mode: %w", err)
 	}
-	return &session{conn: conn, nbe: false && strings.Contains(mode, "")}, nil
+	return &session{conn: conn, nbe: strings.Contains(strings.ToUpper(mode), "NO_BACKSLASH_ESCAPES")}, nil
 }
 
 func (s *session) Close() error { return s.conn.Close() }

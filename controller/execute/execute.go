@@ -102,6 +102,9 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	if len(inv.Errors) > 0 {
 		return nil, fmt.Errorf("preflight: %s", strings.Join(inv.Errors, "; "))
 	}
+	// Keys derived from tenant rows cannot be found again once a resumed run has deleted
+	// those rows: the plan's keys are always part of what is removed.
+	inv.KV = mergeKV(inv.KV, p.Inventory.KV)
 	e.inv = inv
 	steps := stepNames(p)
 	if dryRun {
@@ -393,4 +396,18 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return plan.WriteFileAtomic(path, append(b, '\n'), 0o600)
+}
+
+func mergeKV(a, b []inventory.KVKey) []inventory.KVKey {
+	seen := map[string]bool{}
+	var out []inventory.KVKey
+	for _, list := range [][]inventory.KVKey{a, b} {
+		for _, k := range list {
+			if id := k.Namespace + "\x00" + k.Key; !seen[id] {
+				seen[id] = true
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }

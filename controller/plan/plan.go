@@ -6,6 +6,7 @@ package plan
 import (
 	"bytes"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -42,7 +43,9 @@ func OperatorOf(c *x509.Certificate) Operator {
 
 // Plan is the plan file.
 type Plan struct {
-	SchemaVersion   int                  `json:"schema_version"`
+	SchemaVersion int `json:"schema_version"`
+	// Nonce makes every inventory a distinct plan, even one identical in content.
+	Nonce           string               `json:"nonce"`
 	CreatedAt       time.Time            `json:"created_at"`
 	Ticket          string               `json:"ticket,omitempty"`
 	FinanceApproval string               `json:"finance_approval,omitempty"`
@@ -96,8 +99,13 @@ func (p *Plan) Hash() (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// Seal sets PlanSHA256.
+// Seal sets a fresh nonce and PlanSHA256.
 func (p *Plan) Seal() error {
+	var n [8]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return err
+	}
+	p.Nonce = hex.EncodeToString(n[:])
 	h, err := p.Hash()
 	if err != nil {
 		return err

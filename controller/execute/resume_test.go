@@ -1,0 +1,175 @@
+package execute_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/execute"
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/plan"
+)
+
+var errCrash = errors.New("simulated crash")
+
+func (w *world) executor(t *testing.T) (*execute.Executor, func()) {
+	b, err := backends.Open(w.cfg, func(k string) string { return w.env[k] }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := journal.Open(w.cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &execute.Executor{B: b, J: j, StateDir: w.cfg.StateDir}, func() { j.Close(); b.Close() }
+}
+
+func (w *world) approvedPlan(t *testing.T, args ...string) string {
+	out := w.must(append([]string{"inventory", "--config", w.alice}, args...)...)
+	p := planPath(t, out)
+	w.must("approve", "--config", w.bob, p)
+	return p
+}
+
+// The run is interrupted after each step in turn; a second execute completes it with the
+// same end state, and no site is dropped twice.
+func TestResumeAfterEachStep(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	before := w.snapshot()
+	var want snapshot
+	for k := 1; ; k++ {
+		path := w.approvedPlan(t, "--email", "qa1@example.test", "--tenant", "t_test_qa2")
+		p, err := plan.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, done := w.executor(t)
+		n := 0
+		e.AfterStep = func(string) error {
+			n++
+			if n == k {
+				return errCrash
+			}
+			return nil
+		}
+		_, err = e.Execute(context.Background(), p, false)
+		done()
+		finished := !errors.Is(err, errCrash)
+		if finished && err != nil {
+			t.Fatalf("k=%d: %v", k, err)
+		}
+		if !finished {
+			out := w.must("execute", "--config", w.alice, path)
+			if !strings.Contains(out, "completed") {
+				t.Fatalf("k=%d: resume output:\n%s", k, out)
+			}
+		}
+		w.must("verify", "--config", w.alice, path)
+		got := w.snapshot()
+		if k == 1 {
+			want = got
+		} else if d := diff(want, got); d != "" {
+			t.Fatalf("k=%d: end state differs from an uninterrupted run:\n%s", k, d)
+		}
+		// Each site was dropped exactly once in this run.
+		events, err := w.agent.AuditEvents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := w.must("status", "--config", w.alice)
+		run := strings.Fields(strings.Split(status, "\n")[1])[0]
+		drops := map[string]int{}
+		for _, ev := range events {
+			if ev.Code == "agent.drop_site" && ev.Success && ev.PlanID == run {
+				drops[ev.Site]++
+			}
+		}
+		for site, c := range drops {
+			if c != 1 {
+				t.Fatalf("k=%d: %s dropped %d times", k, site, c)
+			}
+		}
+		w.must("restore", "--config", w.alice, run)
+		if d := diff(before, w.snapshot()); d != "" {
+			t.Fatalf("k=%d: restore:\n%s", k, d)
+		}
+		if finished {
+			if k < 10 {
+				t.Fatalf("run finished after only %d steps", k)
+			}
+			break
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	t.Run("tampered", func(t *testing.T) {
+		path := w.approvedPlan(t, "--email", "trial7@example.test")
+		b, _ := os.ReadFile(path)
+		os.WriteFile(path, []byte(strings.Replace(string(b), "trial7@example.test", "trial8@example.test", 1)), 0o600)
+		_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+		if code == 0 || !strings.Contains(errs, "does not match its plan_sha256") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		out := w.must("inventory", "--config", w.alice, "--email", "trial7@example.test")
+		path := planPath(t, out)
+		w.must("approve", "--config", w.bob, "--expires", "1s", path)
+		time.Sleep(1100 * time.Millisecond)
+		_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+		if code == 0 || !strings.Contains(errs, "expired") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+	})
+	t.Run("blocked", func(t *testing.T) {
+		out, _, code := w.resetctl("inventory", "--config", w.alice, "--tenant", "t_prod_acme")
+		if code == 0 {
+			t.Fatal("production tenant not blocked")
+		}
+		path := planPath(t, out)
+		_, errs, code := w.resetctl("approve", "--config", w.bob, path)
+		if code == 0 || !strings.Contains(errs, "blocked") {
+			t.Fatalf("blocked plan approved: exit %d %s", code, errs)
+		}
+	})
+	t.Run("drift", func(t *testing.T) {
+		path := w.approvedPlan(t, "--email", "qa1@example.test")
+		db, err := sql.Open("sqlite", w.cfg.D1.SQLite.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		// qa1 joins another tenant after the plan was approved.
+		if _, err := db.Exec(`INSERT INTO user_tenants (user_id, tenant_id, role, invited_at) VALUES (1, 't_test_qa2', 'member', '2025-05-01')`); err != nil {
+			t.Fatal(err)
+		}
+		defer db.Exec(`DELETE FROM user_tenants WHERE user_id = 1 AND tenant_id = 't_test_qa2'`)
+		_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+		if code == 0 || !strings.Contains(errs, "drift") || !strings.Contains(errs, "t_test_qa2") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+		if _, err := os.Stat(w.cfg.StateDir + "/backups"); err == nil {
+			entries, _ := os.ReadDir(w.cfg.StateDir + "/backups")
+			for _, e := range entries {
+				t.Logf("backup dir %s", e.Name())
+			}
+		}
+	})
+	t.Run("unknown run", func(t *testing.T) {
+		_, errs, code := w.resetctl("restore", "--config", w.alice, "nope")
+		if code == 0 || !strings.Contains(errs, "not found") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+	})
+	_ = fmt.Sprint
+}
