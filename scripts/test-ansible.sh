@@ -192,6 +192,7 @@ reset_agent_health_check: false
 reset_agent_listen_address: 127.0.0.1
 reset_agent_port: $port
 reset_agent_protected_sites: ["*.prod.example.com"]
+reset_agent_extra_read_write_paths: [/var/cache/frappe]
 reset_agent_mariadb_password: "$password"
 reset_agent_health_cert: "$tmp/pki/alice@example.test.pem"
 reset_agent_health_key: "$tmp/pki/alice@example.test-key.pem"
@@ -280,7 +281,7 @@ EOF
 		"^ExecStart=$bin serve --config $etc/config.yaml\$" \
 		'^ExecReload=/bin/kill -HUP \$MAINPID$' '^Restart=on-failure$' \
 		'^NoNewPrivileges=yes$' '^ProtectSystem=strict$' \
-		"^ReadWritePaths=$bench $audit\$" '^ProtectHome=read-only$' '^PrivateTmp=yes$' \
+		"^ReadWritePaths=$bench $audit $root/var/cache/frappe\$" '^ProtectHome=read-only$' '^PrivateTmp=yes$' \
 		'^ProtectKernelTunables=yes$' '^ProtectKernelModules=yes$' '^ProtectKernelLogs=yes$' \
 		'^ProtectControlGroups=yes$' '^RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6$' \
 		'^CapabilityBoundingSet=$' '^MemoryDenyWriteExecute=yes$'; do

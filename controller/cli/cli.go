@@ -38,6 +38,7 @@ func commands() []command {
 		{"inventory", "find everything of the targets and write a plan", runInventory},
 		{"approve", "second operator: sign a plan and its grants", runApprove},
 		{"verify", "check that nothing of a plan's targets remains", runVerify},
+		{"sites", "sites list|backup: the Frappe sites on the agents", runSites},
 		{"execute", "run an approved plan (resumes an interrupted run)", runExecute},
 		{"status", "list runs, or one run's steps", runStatus},
 		{"restore", "roll a run back from its backups", runRestore},
