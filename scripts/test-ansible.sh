@@ -365,6 +365,12 @@ refusals() {
 	fi
 	check "both sources: refused by preflight" grep_q 'set either reset_agent_binary_src' "$tmp/log/both.log"
 
+	if play notls deploy-agents.yml -e reset_agent_cert_name=node9.internal; then
+		check "missing node certificate is refused" false
+	fi
+	check "missing certificate: refused by preflight with a hint" \
+		grep_q "missing $tmp/pki/node9.internal.pem, $tmp/pki/node9.internal-key.pem on the controller; run playbooks/issue-certs.yml" "$tmp/log/notls.log"
+
 	if play nouser deploy-agents.yml -e reset_agent_create_user=false -e reset_agent_user=no-such-user-$$; then
 		check "a missing service user is refused" false
 	fi
@@ -491,7 +497,7 @@ step "deploy-agents.yml into a throwaway root" deploy
 step "files, owners, modes, config, unit, logrotate rule" files
 step "systemd-analyze verify" unit
 step "idempotence (second run and --check: changed=0)" idempotence
-step "refusals (sha256, binary source, bench owner) and no secrets in output" refusals
+step "refusals (sha256, binary source, certificates, user, bench owner), no secrets in output" refusals
 step "installed agent healthy over mTLS (resetctl, check-agents.yml)" agent
 step "audit log rotation with the installed rule" rotation
 step "graceful stop on SIGTERM" stop

@@ -1,0 +1,86 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prego/testreset/controller/config"
+)
+
+const base = `
+identity: {ca: ca.pem, cert: alice.pem, key: alice-key.pem}
+agents: {port: 7443, hosts: {node1.internal: 127.0.0.1:7443, node2.internal: ""}}
+`
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "resetctl.yaml")
+	os.WriteFile(p, []byte(base), 0o600)
+	c, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Identity.CA, filepath.Join(dir, "ca.pem"); got != want {
+		t.Errorf("identity.ca = %s, want %s (relative to the config)", got, want)
+	}
+	if got, want := c.StateDir, filepath.Join(dir, "state"); got != want {
+		t.Errorf("state_dir = %s, want %s", got, want)
+	}
+	if got := c.AgentAddress("node1.internal"); got != "127.0.0.1:7443" {
+		t.Errorf("override = %s", got)
+	}
+	if got := c.AgentAddress("node2.internal"); got != "node2.internal:7443" {
+		t.Errorf("default = %s", got)
+	}
+	if c.D1.Backend != "sqlite" || c.KV.Backend != "sqlite" || c.Stripe.Enabled != "auto" {
+		t.Errorf("defaults: %s %s %s", c.D1.Backend, c.KV.Backend, c.Stripe.Enabled)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"missing identity", "agents: {port: 7443}\n", "identity.cert: required"},
+		{"unknown key", base + "colour: blue\n", "colour"},
+		{"bad port", strings.Replace(base, "port: 7443", "port: 70000", 1), "agents.port"},
+		{"bad override", strings.Replace(base, "127.0.0.1:7443", "nowhere", 1), "agents.hosts.node1.internal"},
+		{"bad d1 backend", base + "d1: {backend: postgres}\n", "d1.backend"},
+		{"cloudflare needs ids", base + "d1: {backend: cloudflare}\n", "d1.cloudflare.account_id"},
+		{"kv cloudflare", base + "kv: {backend: cloudflare}\n", "kv.cloudflare.account_id"},
+		{"stripe enabled", base + "stripe: {enabled: maybe}\n", "stripe.enabled"},
+		{"kv match", base + "spec: {kv: [{namespace: AUTH_STORE, key: 'x', match: glob}]}\n", "spec.kv[0].match"},
+		{"stripe kind", base + "spec: {stripe_ids: [{table: t, column: c, kind: invoice}]}\n", "spec.stripe_ids[0].kind"},
+		{"not yaml", "identity: [\n", "config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "resetctl.yaml")
+			os.WriteFile(p, []byte(tt.yaml), 0o600)
+			_, err := config.Load(p)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not name %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := config.Load(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
+		t.Error("missing file loaded")
+	}
+}
+
+func TestSpecHashChangesWithSpec(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.yaml")
+	os.WriteFile(p, []byte(base+"spec: {tenant_root: {table: tenants, key: id}}\n"), 0o600)
+	a, _ := config.Load(p)
+	os.WriteFile(p, []byte(base+"spec: {tenant_root: {table: tenants, key: tenant_id}}\n"), 0o600)
+	b, _ := config.Load(p)
+	if a.SpecHash() == b.SpecHash() {
+		t.Fatal("different specs, same hash")
+	}
+}

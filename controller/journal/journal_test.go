@@ -1,0 +1,67 @@
+package journal_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prego/testreset/controller/journal"
+)
+
+func TestRunLifecycle(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	j, err := journal.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r := &journal.Run{ID: "r1", Kind: "execute", PlanSHA256: "abc", Operator: "alice@example.test", Approver: "bob@example.test", StartedAt: now}
+	if err := j.CreateRun(ctx, r, []string{"backup d1", "delete d1 rows"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.CreateRun(ctx, r, nil); err == nil {
+		t.Fatal("duplicate run id accepted")
+	}
+	j.Begin(ctx, "r1", 1, now)
+	j.Finish(ctx, "r1", 1, "12 rows", nil, now.Add(time.Second))
+	j.Begin(ctx, "r1", 2, now)
+	j.Finish(ctx, "r1", 2, "", errors.New("boom"), now.Add(2*time.Second))
+	j.SetStatus(ctx, "r1", journal.Failed, "delete d1 rows: boom", now)
+	j.Close()
+
+	// A new process sees the same state.
+	j, err = journal.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	got, err := j.FindByPlan(ctx, "execute", "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != journal.Failed || got.Error != "delete d1 rows: boom" || !got.StartedAt.Equal(now) {
+		t.Fatalf("run = %+v", got)
+	}
+	steps, err := j.Steps(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != 2 || steps[0].Status != journal.Done || steps[0].Detail != "12 rows" || steps[1].Status != journal.Failed || steps[1].Error != "boom" {
+		t.Fatalf("steps = %+v", steps)
+	}
+	if d := steps[0].FinishedAt.Sub(steps[0].StartedAt); d != time.Second {
+		t.Fatalf("duration %v", d)
+	}
+	if _, err := j.FindByPlan(ctx, "execute", "other"); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("unknown plan: %v", err)
+	}
+	if _, err := j.Run(ctx, "nope"); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("unknown run: %v", err)
+	}
+	runs, _ := j.Runs(ctx)
+	if len(runs) != 1 {
+		t.Fatalf("runs = %v", runs)
+	}
+}
