@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -39,6 +40,9 @@ import (
 const defaultDataMiB = 1024
 
 const site = "big.example.test"
+
+// rounds of (direct, agent) backups; the best time of each side counts.
+const rounds = 2
 
 // BenchmarkBackup compares a BackupSite through gRPC + mTLS on loopback, against the agent
 // running as its own process, with `mariadb-dump ... | gzip > file` on the same database in
@@ -124,42 +128,65 @@ func BenchmarkBackup(b *testing.B) {
 		b.Fatalf("%v\nagent log:\n%s", err, agent.logTail())
 	}
 
-	b.ResetTimer()
+	if err := quiesce(ctx, mdb); err != nil {
+		b.Fatal(err)
+	}
+
 	// (a) mariadb-dump | gzip, as an operator would run it on the node.
 	direct := filepath.Join(tmp, "direct.sql.gz")
-	t0 = time.Now()
-	dump := exec.CommandContext(ctx, "sh", "-c", `mariadb-dump --no-defaults --user=root --socket="$SOCK" `+
-		`--single-transaction --quick --routines --triggers --events "$DB" | gzip > "$OUT"`)
-	dump.Env = append(os.Environ(), "SOCK="+mdb.Socket, "DB="+s.DBName, "OUT="+direct)
-	if out, err := dump.CombinedOutput(); err != nil {
-		b.Fatalf("mariadb-dump | gzip: %v\n%s", err, out)
+	runDirect := func() float64 {
+		os.Remove(direct)
+		t0 := time.Now()
+		dump := exec.CommandContext(ctx, "sh", "-c", `mariadb-dump --no-defaults --user=root --socket="$SOCK" `+
+			`--single-transaction --quick --routines --triggers --events "$DB" | gzip > "$OUT"`)
+		dump.Env = append(os.Environ(), "SOCK="+mdb.Socket, "DB="+s.DBName, "OUT="+direct)
+		if out, err := dump.CombinedOutput(); err != nil {
+			b.Fatalf("mariadb-dump | gzip: %v\n%s", err, out)
+		}
+		return time.Since(t0).Seconds()
 	}
-	directSecs := time.Since(t0).Seconds()
-	directSize := fileSize(b, direct)
-
-	// (b) the same database through the agent, written to files by the client as resetctl does.
-	out := filepath.Join(tmp, "agent")
-	if err := os.Mkdir(out, 0o700); err != nil {
-		b.Fatal(err)
+	// (b) the same database through the agent, written to files by the client as resetctl
+	// does (sha256 checked, fsynced).
+	var arts []artifacts.Artifact
+	var peak int64
+	runAgent := func(round int) float64 {
+		out := filepath.Join(tmp, fmt.Sprintf("agent-%d", round))
+		if err := os.Mkdir(out, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		sampler := agent.sampleRSS()
+		t0 := time.Now()
+		stream, err := client.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: site, PlanId: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if arts, err = artifacts.Receive(ctx, stream, out, nil); err != nil {
+			b.Fatalf("backup through the agent: %v\nagent log:\n%s", err, agent.logTail())
+		}
+		secs := time.Since(t0).Seconds()
+		peak = max(peak, sampler())
+		if round > 0 {
+			os.RemoveAll(filepath.Join(tmp, fmt.Sprintf("agent-%d", round-1)))
+		}
+		return secs
 	}
-	sampler := agent.sampleRSS()
-	t0 = time.Now()
-	stream, err := client.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: site, PlanId: "bench"})
-	if err != nil {
-		b.Fatal(err)
+	// Alternating rounds, best of each: neither side profits from running second.
+	b.ResetTimer()
+	directSecs, agentSecs := math.Inf(1), math.Inf(1)
+	var times []string
+	for round := 0; round < rounds; round++ {
+		d := runDirect()
+		a := runAgent(round)
+		times = append(times, fmt.Sprintf("direct %.1f s, agent %.1f s", d, a))
+		directSecs, agentSecs = min(directSecs, d), min(agentSecs, a)
 	}
-	arts, err := artifacts.Receive(ctx, stream, out, nil)
-	if err != nil {
-		b.Fatalf("backup through the agent: %v\nagent log:\n%s", err, agent.logTail())
-	}
-	agentSecs := time.Since(t0).Seconds()
-	sampledPeak := sampler()
 	b.StopTimer()
+	directSize := fileSize(b, direct)
 	hwm, err := procStatus(agent.cmd.Process.Pid, "VmHWM")
 	if err != nil {
 		b.Fatal(err)
 	}
-	peak := max(hwm, sampledPeak)
+	peak = max(hwm, peak)
 
 	var dbArtifact int64
 	for _, a := range arts {
@@ -189,9 +216,11 @@ func BenchmarkBackup(b *testing.B) {
 	fmt.Printf("backup of %.0f MiB table data (dump %.0f MiB, gzip %.0f MiB = %.1fx, agent's gzip %.0f MiB) on %d CPUs:\n"+
 		"  mariadb-dump | gzip: %.1f s, %.1f MiB/s\n"+
 		"  agent BackupSite over gRPC+mTLS: %.1f s, %.1f MiB/s\n"+
-		"  ratio %.2f (want >= 0.9: %s), agent peak RSS %.1f MiB (want < 64: %s)\n",
+		"  ratio %.2f (want >= 0.9: %s), agent peak RSS %.1f MiB (want < 64: %s)\n"+
+		"  best of %d alternating rounds: %s\n",
 		mib, float64(dumpBytes)/(1<<20), float64(directSize)/(1<<20), float64(dumpBytes)/float64(directSize), float64(dbArtifact)/(1<<20), runtime.NumCPU(),
-		directSecs, directRate, agentSecs, agentRate, ratio, verdict(ratio >= 0.9), peakMiB, verdict(peakMiB < 64))
+		directSecs, directRate, agentSecs, agentRate, ratio, verdict(ratio >= 0.9), peakMiB, verdict(peakMiB < 64),
+		rounds, strings.Join(times, "; "))
 }
 
 // fill adds wide Frappe-like tables to db until the InnoDB data of the schema is at least
@@ -301,6 +330,32 @@ var wideTables = []struct{ name, cols, values string }{
 			"FLOOR(RAND() * 100000), '</p></div>'), FLOOR(1 + RAND() * 50), 'Nos', ROUND(RAND() * 500, 2), ROUND(RAND() * 20000, 2), " +
 			"'Sales - ACME', 'Stores - ACME'",
 	},
+}
+
+// quiesce waits until InnoDB has written the freshly loaded pages, so that neither backup
+// competes with the load's background flushing.
+func quiesce(ctx context.Context, mdb *mariadbtest.Server) error {
+	db, err := mdb.Open("")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "SET GLOBAL innodb_max_dirty_pages_pct = 0"); err != nil {
+		return err
+	}
+	defer db.ExecContext(context.WithoutCancel(ctx), "SET GLOBAL innodb_max_dirty_pages_pct = 90")
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var name string
+		var dirty int64
+		if err := db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'").Scan(&name, &dirty); err != nil {
+			return err
+		}
+		if dirty == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 type agentProc struct {
