@@ -3,10 +3,11 @@
 # As root on Debian: lints with ansible-lint (production profile, offline), issues a throwaway
 # CA and node certificate with playbooks/issue-certs.yml, applies playbooks/deploy-agents.yml
 # with -c local into a throwaway root (service management off), checks every file, owner and
-# mode it made, verifies the unit, checks idempotence and the refusals, then starts the
-# INSTALLED agent with the INSTALLED config as the service user, checks its health over mTLS
-# (resetctl and playbooks/check-agents.yml), rotates its audit log with the installed
-# logrotate rule and verifies the hash chain across the rotation.
+# mode it made and verifies the unit, then starts the INSTALLED agent with the INSTALLED config
+# as the service user and checks its health over mTLS (resetctl, playbooks/check-agents.yml),
+# checks idempotence (a second deploy, ending with the role's health check, and --check) and
+# the refusals, rotates the audit log with the installed logrotate rule and verifies the hash
+# chain across the rotation, and stops the agent with SIGTERM.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -323,7 +324,8 @@ unit() {
 }
 
 idempotence() {
-	if ! play deploy2 deploy-agents.yml; then
+	# The agent runs now, so this run goes through the role's own health check at the end.
+	if ! play deploy2 deploy-agents.yml -e reset_agent_health_check=true; then
 		show deploy2
 		return 1
 	fi
@@ -332,6 +334,7 @@ idempotence() {
 		grep -B2 '^changed:' "$tmp/log/deploy2.log" | sed 's/^/  | /' >&2
 		return 1
 	fi
+	check "the deploy ends with node1.internal healthy" grep_q 'node1.internal healthy' "$tmp/log/deploy2.log"
 	if ! play check deploy-agents.yml --check --diff; then
 		show check
 		return 1
@@ -370,6 +373,11 @@ refusals() {
 	fi
 	check "missing certificate: refused by preflight with a hint" \
 		grep_q "missing $tmp/pki/node9.internal.pem, $tmp/pki/node9.internal-key.pem on the controller; run playbooks/issue-certs.yml" "$tmp/log/notls.log"
+
+	if play nohealthcert deploy-agents.yml -e reset_agent_health_check=true -e reset_agent_health_cert=; then
+		check "a health check without an operator certificate is refused" false
+	fi
+	check "no operator certificate: refused by preflight" grep_q 'the health check at the end needs your operator certificate' "$tmp/log/nohealthcert.log"
 
 	if play nouser deploy-agents.yml -e reset_agent_create_user=false -e reset_agent_user=no-such-user-$$; then
 		check "a missing service user is refused" false
@@ -496,9 +504,9 @@ step "issue-certs.yml: CA and node certificate with resetctl, idempotent" issue_
 step "deploy-agents.yml into a throwaway root" deploy
 step "files, owners, modes, config, unit, logrotate rule" files
 step "systemd-analyze verify" unit
-step "idempotence (second run and --check: changed=0)" idempotence
-step "refusals (sha256, binary source, certificates, user, bench owner), no secrets in output" refusals
 step "installed agent healthy over mTLS (resetctl, check-agents.yml)" agent
+step "idempotence (second run with health check, then --check: changed=0)" idempotence
+step "refusals (sha256, binary source, certificates, user, bench owner), no secrets in output" refusals
 step "audit log rotation with the installed rule" rotation
 step "graceful stop on SIGTERM" stop
 summary

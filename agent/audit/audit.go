@@ -7,6 +7,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -291,7 +293,17 @@ func Verify(paths ...string) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		r := bufio.NewReaderSize(f, 64<<10)
+		var src io.Reader = f
+		// logrotate compresses old files; they verify as they are.
+		if strings.HasSuffix(p, ".gz") {
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			src = zr
+		}
+		r := bufio.NewReaderSize(src, 64<<10)
 		var n int64
 		var h *head
 		if i == len(paths)-1 {

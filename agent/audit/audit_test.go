@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"os"
 	"path/filepath"
@@ -149,5 +150,34 @@ func TestRotation(t *testing.T) {
 	// Out of order files fail.
 	if _, err := audit.Verify(path, rotated); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Fatalf("verify out of order = %v, want line 1 error", err)
+	}
+}
+
+func TestVerifyCompressedRotation(t *testing.T) {
+	path := writeLog(t, 3)
+	l, err := audit.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	b, _ := os.ReadFile(path)
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(b)
+	zw.Close()
+	os.WriteFile(path+".1.gz", z.Bytes(), 0o640)
+	os.Remove(path)
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(audit.Event{Code: "agent.info", Success: true, Result: "OK"}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(path+".1.gz", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Lines != 4 {
+		t.Fatalf("lines = %d, want 4", rep.Lines)
 	}
 }

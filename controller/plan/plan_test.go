@@ -20,7 +20,6 @@ import (
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
-
 func operator(t *testing.T, p *testpki.PKI, email string) (*x509.Certificate, crypto.Signer) {
 	t.Helper()
 	certPath, keyPath, err := p.Operator(email)
