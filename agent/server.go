@@ -332,8 +332,10 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, sites.ErrIntegrity):
 		code = codes.DataLoss
-	case errors.Is(err, sites.ErrBadConfig):
+	case errors.Is(err, sites.ErrBadConfig), errors.Is(err, sites.ErrShared), errors.Is(err, sites.ErrIncomplete):
 		code = codes.FailedPrecondition
+	case errors.Is(err, sites.ErrBadStream):
+		code = codes.InvalidArgument
 	}
 	return status.Error(code, err.Error())
 }

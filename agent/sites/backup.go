@@ -43,7 +43,7 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 	}
 	defer unlock()
 	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("backup site %s: %w", name, ErrNotFound)
+		return 0, fmt.Errorf("backup site %s: site folder %w", name, ErrNotFound)
 	}
 	cfg, err := readSiteConfig(p)
 	if err != nil {
@@ -57,7 +57,7 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 		return 0, fmt.Errorf("backup site %s: %w", name, err)
 	}
 	if !exists {
-		return 0, fmt.Errorf("backup site %s: database %s: %w", name, cfg.DBName, ErrNotFound)
+		return 0, fmt.Errorf("backup site %s: database %s %w", name, cfg.DBName, ErrNotFound)
 	}
 	tmp, err := m.opDir("backup")
 	if err != nil {

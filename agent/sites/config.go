@@ -29,7 +29,7 @@ const maxConfigBytes = 1 << 20
 func readSiteConfig(dir string) (*siteConfig, error) {
 	f, err := os.Open(filepath.Join(dir, "site_config.json"))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no site_config.json", ErrNotFound)
+		return nil, fmt.Errorf("site_config.json %w", ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read site_config.json: %w", err)

@@ -40,7 +40,7 @@ func (m *Manager) Drop(ctx context.Context, name string, dryRun bool) (*agentv1.
 		return nil, err
 	}
 	if m.Protected(name) {
-		return nil, fmt.Errorf("drop site %s: %w", name, ErrProtected)
+		return nil, fmt.Errorf("drop site %s: %w by the agent configuration", name, ErrProtected)
 	}
 	unlock, err := m.lock(name, "drop")
 	if err != nil {

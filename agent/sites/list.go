@@ -108,7 +108,7 @@ func (m *Manager) Inspect(ctx context.Context, name string) (*agentv1.InspectSit
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(p, "site_config.json")); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("site %s: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("site %s %w", name, ErrNotFound)
 	}
 	var schema string
 	if cfg, err := readSiteConfig(p); err == nil {

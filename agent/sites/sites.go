@@ -21,7 +21,7 @@ import (
 // wraps at most one of them with context.
 var (
 	ErrInvalidName = errors.New("invalid site name")               // InvalidArgument
-	ErrNotFound    = errors.New("site not found")                  // NotFound
+	ErrNotFound    = errors.New("not found")                       // NotFound
 	ErrProtected   = errors.New("site is protected")               // PermissionDenied
 	ErrBusy        = errors.New("busy with another operation")     // Unavailable
 	ErrExists      = errors.New("already exists")                  // AlreadyExists
