@@ -3,7 +3,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -13,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/prego/testreset/internal/yamlfile"
 )
 
 // Config is the agent configuration file.
@@ -50,21 +49,12 @@ type Config struct {
 
 // Load reads and validates the file at p.
 func Load(p string) (*Config, error) {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", p, err)
-	}
-	abs, err := filepath.Abs(p)
+	dir, err := yamlfile.Load(p, &c)
 	if err != nil {
 		return nil, err
 	}
-	c.resolve(filepath.Dir(abs))
+	c.resolve(dir)
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", p, err)
 	}
@@ -72,11 +62,7 @@ func Load(p string) (*Config, error) {
 }
 
 func (c *Config) resolve(dir string) {
-	rel := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(dir, *p)
-		}
-	}
+	rel := func(p *string) { yamlfile.Resolve(dir, p) }
 	rel(&c.TLS.CA)
 	rel(&c.TLS.Cert)
 	rel(&c.TLS.Key)

@@ -5,18 +5,18 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/prego/testreset/internal/yamlfile"
 )
 
 // Config is resetctl.yaml.
@@ -165,22 +165,13 @@ type OrphanUsers struct {
 
 // Load reads and validates a config file.
 func Load(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	abs, err := filepath.Abs(path)
+	dir, err := yamlfile.Load(path, &c)
 	if err != nil {
 		return nil, err
 	}
-	c.Path = abs
-	c.resolve(filepath.Dir(abs))
+	c.Path = filepath.Join(dir, filepath.Base(path))
+	c.resolve(dir)
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -188,11 +179,7 @@ func Load(path string) (*Config, error) {
 }
 
 func (c *Config) resolve(dir string) {
-	rel := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(dir, *p)
-		}
-	}
+	rel := func(p *string) { yamlfile.Resolve(dir, p) }
 	if c.StateDir == "" {
 		c.StateDir = "state"
 	}
