@@ -228,19 +228,19 @@ func receiveArtifacts(ctx context.Context, site string, recv func() (*agentv1.Re
 		switch v := msg.GetMsg().(type) {
 		case *agentv1.RestoreSiteRequest_Header:
 			if cur != nil {
-				return nil, fmt.Errorf("%w: header before the trailer of the %s artifact", ErrBadStream, kindName(cur.kind))
+				return nil, fmt.Errorf("%w: header before the trailer of the %s artifact", ErrBadStream, cur.kind.Name())
 			}
 			k := v.Header.GetKind()
 			if k != agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE && k != agentv1.ArtifactKind_ARTIFACT_KIND_FILES {
 				return nil, fmt.Errorf("%w: unknown artifact kind %v", ErrBadStream, k)
 			}
 			if _, dup := done[k]; dup {
-				return nil, fmt.Errorf("%w: %s artifact sent twice", ErrBadStream, kindName(k))
+				return nil, fmt.Errorf("%w: %s artifact sent twice", ErrBadStream, k.Name())
 			}
 			if s := v.Header.GetSite(); s != "" && s != site {
 				return nil, fmt.Errorf("%w: artifact of site %s, restoring %s", ErrBadStream, s, site)
 			}
-			f, err := os.OpenFile(filepath.Join(tmp, kindName(k)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			f, err := os.OpenFile(filepath.Join(tmp, k.Name()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 			if err != nil {
 				return nil, fmt.Errorf("temp file: %w", err)
 			}
@@ -251,7 +251,7 @@ func receiveArtifacts(ctx context.Context, site string, recv func() (*agentv1.Re
 			}
 			b := v.Chunk.GetData()
 			if _, err := cur.f.Write(b); err != nil {
-				return nil, fmt.Errorf("write %s artifact: %w", kindName(cur.kind), err)
+				return nil, fmt.Errorf("write %s artifact: %w", cur.kind.Name(), err)
 			}
 			cur.h.Write(b)
 			cur.n += int64(len(b))
@@ -261,7 +261,7 @@ func receiveArtifacts(ctx context.Context, site string, recv func() (*agentv1.Re
 			}
 			t := v.Trailer
 			if t.GetKind() != cur.kind {
-				return nil, fmt.Errorf("%w: %s trailer for the %s artifact", ErrBadStream, kindName(t.GetKind()), kindName(cur.kind))
+				return nil, fmt.Errorf("%w: %s trailer for the %s artifact", ErrBadStream, t.GetKind().Name(), cur.kind.Name())
 			}
 			err := cur.f.Close()
 			name := cur.f.Name()
@@ -269,11 +269,11 @@ func receiveArtifacts(ctx context.Context, site string, recv func() (*agentv1.Re
 			k, n := cur.kind, cur.n
 			cur = nil
 			if err != nil {
-				return nil, fmt.Errorf("write %s artifact: %w", kindName(k), err)
+				return nil, fmt.Errorf("write %s artifact: %w", k.Name(), err)
 			}
 			if !strings.EqualFold(got, t.GetSha256()) || n != t.GetBytes() {
 				return nil, fmt.Errorf("%s artifact: %w: received %d bytes with sha256 %s, trailer says %d bytes with sha256 %s",
-					kindName(k), ErrIntegrity, n, got, t.GetBytes(), t.GetSha256())
+					k.Name(), ErrIntegrity, n, got, t.GetBytes(), t.GetSha256())
 			}
 			done[k] = name
 		case *agentv1.RestoreSiteRequest_Begin:
@@ -283,24 +283,14 @@ func receiveArtifacts(ctx context.Context, site string, recv func() (*agentv1.Re
 		}
 	}
 	if cur != nil {
-		return nil, fmt.Errorf("%w: stream ended inside the %s artifact", ErrBadStream, kindName(cur.kind))
+		return nil, fmt.Errorf("%w: stream ended inside the %s artifact", ErrBadStream, cur.kind.Name())
 	}
 	for _, k := range []agentv1.ArtifactKind{agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE, agentv1.ArtifactKind_ARTIFACT_KIND_FILES} {
 		if _, ok := done[k]; !ok {
-			return nil, fmt.Errorf("%w: no %s artifact", ErrBadStream, kindName(k))
+			return nil, fmt.Errorf("%w: no %s artifact", ErrBadStream, k.Name())
 		}
 	}
 	return done, nil
-}
-
-func kindName(k agentv1.ArtifactKind) string {
-	switch k {
-	case agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE:
-		return "database"
-	case agentv1.ArtifactKind_ARTIFACT_KIND_FILES:
-		return "files"
-	}
-	return k.String()
 }
 
 // load pipes the gzip dump, with DEFINER clauses stripped, into the mariadb client connected

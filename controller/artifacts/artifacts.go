@@ -44,15 +44,7 @@ type Artifact struct {
 }
 
 // KindName is "database" or "files".
-func KindName(k agentv1.ArtifactKind) string {
-	switch k {
-	case agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE:
-		return "database"
-	case agentv1.ArtifactKind_ARTIFACT_KIND_FILES:
-		return "files"
-	}
-	return k.String()
-}
+func KindName(k agentv1.ArtifactKind) string { return k.Name() }
 
 // ParseKind is the inverse of KindName.
 func ParseKind(s string) (agentv1.ArtifactKind, error) {
@@ -207,7 +199,7 @@ func (r *receiver) show(final bool) {
 	if final {
 		end = "\n"
 	}
-	fmt.Fprintf(r.progress, "\r%s: %s (%s/s)%s", c.art.FileName, human(c.art.Bytes), human(int64(rate)), end)
+	fmt.Fprintf(r.progress, "\r%s: %s (%s/s)%s", c.art.FileName, HumanBytes(c.art.Bytes), HumanBytes(int64(rate)), end)
 }
 
 func (r *receiver) trailer(t *agentv1.ArtifactTrailer) error {
@@ -471,7 +463,8 @@ func syncDir(dir string) error {
 	return nil
 }
 
-func human(n int64) string {
+// HumanBytes renders a byte count for people (KiB, MiB, ...).
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

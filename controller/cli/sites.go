@@ -104,7 +104,7 @@ func runSitesList(ctx context.Context, env *Env, args []string) error {
 					db = "yes"
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.Host, r.Name, r.DBName, db, humanBytes(r.DBBytes), humanBytes(r.FilesBytes), r.Protected, r.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.Host, r.Name, r.DBName, db, artifacts.HumanBytes(r.DBBytes), artifacts.HumanBytes(r.FilesBytes), r.Protected, r.Error)
 		}
 		tw.Flush()
 	}
@@ -198,17 +198,4 @@ func runSitesBackup(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "manifest  %s\n", filepath.Join(*out, artifacts.ManifestFile))
 	return nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

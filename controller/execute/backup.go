@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -205,11 +204,7 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 		if sum != a.SHA256 || n != a.Bytes {
 			return "", fmt.Errorf("backup %s on %s: %s on disk has sha256 %s (%d bytes), the agent sent %s (%d bytes)", site, host, file, sum, n, a.SHA256, a.Bytes)
 		}
-		kind := "files"
-		if strings.Contains(strings.ToLower(a.Kind.String()), "database") {
-			kind = "database"
-		}
-		list = append(list, Artifact{File: file, Kind: kind, Site: site, Host: host, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator})
+		list = append(list, Artifact{File: file, Kind: a.Kind.Name(), Site: site, Host: host, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator})
 		total += n
 	}
 	if len(list) != 2 {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -67,30 +66,40 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		}
 	}
 	data := filepath.Join(dir, "data")
+	// A private tmpdir: a starting mariadbd removes #sql* files in its tmpdir, which would
+	// break other servers sharing /tmp (tests run packages in parallel).
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, err
+	}
 	s := &Server{Dir: dir, Socket: filepath.Join(dir, "mysqld.sock"), log: filepath.Join(dir, "mariadbd.log")}
-	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data,
+	install := exec.CommandContext(ctx, installDB, "--no-defaults", "--datadir="+data, "--tmpdir="+tmp,
 		"--auth-root-authentication-method=normal", "--skip-test-db", "--user=root")
 	if out, err := install.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("mariadb-install-db: %w: %s", err, lastLines(out))
 	}
 	port, err := freePort()
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	s.Port = port
 	logf, err := os.Create(s.log)
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	// Not CommandContext: the server must outlive the start-up context.
 	s.cmd = exec.Command(server, "--no-defaults", "--datadir="+data, "--socket="+s.Socket,
-		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--user=root",
+		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--user=root", "--tmpdir="+tmp,
 		"--pid-file="+filepath.Join(dir, "mysqld.pid"), "--skip-name-resolve=0",
 		"--innodb-buffer-pool-size=128M", "--innodb-log-file-size=64M", "--max-allowed-packet=64M",
 		"--innodb-flush-log-at-trx-commit=2", "--log-error="+s.log)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		logf.Close()
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start mariadbd: %w", err)
 	}
 	logf.Close()
@@ -175,6 +184,3 @@ func lastLines(b []byte) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
-
-// ErrUnavailable marks a machine without MariaDB.
-var ErrUnavailable = errors.New("mariadb unavailable")
