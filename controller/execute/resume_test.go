@@ -165,6 +165,20 @@ func TestRefusals(t *testing.T) {
 			}
 		}
 	})
+	t.Run("agents", func(t *testing.T) {
+		out := w.must("agents", "--config", w.alice, "--json")
+		if !strings.Contains(out, `"healthy": true`) || !strings.Contains(out, `"sites": 3`) || !strings.Contains(out, `"mode": "native"`) {
+			t.Fatalf("agents:\n%s", out)
+		}
+		b, _ := os.ReadFile(w.alice)
+		down := strings.Replace(string(b), "hosts:\n", "hosts:\n    node9.internal: 127.0.0.1:1\n", 1)
+		p := w.alice + ".down.yaml"
+		os.WriteFile(p, []byte(down), 0o600)
+		out, errs, code := w.resetctl("agents", "--config", p)
+		if code != 1 || !strings.Contains(errs, "1 of 2 agents unreachable") || !strings.Contains(out, "node9.internal") {
+			t.Fatalf("unreachable agent: exit %d\n%s\n%s", code, out, errs)
+		}
+	})
 	t.Run("unknown run", func(t *testing.T) {
 		_, errs, code := w.resetctl("restore", "--config", w.alice, "nope")
 		if code == 0 || !strings.Contains(errs, "not found") {
