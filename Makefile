@@ -45,7 +45,7 @@ example-data:
 	$(GO) run ./examples/seed --config examples/resetctl.yaml
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/... ./controller/inventory/
 
 clean:
 	rm -rf bin .tools
