@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"time"
 
@@ -343,14 +342,4 @@ func (e *Executor) topUp(ctx context.Context, dir string, run *journal.Run) erro
 		}
 	}
 	return nil
-}
-
-// sortedNamespaces returns the namespaces of keys in a stable order.
-func sortedNamespaces(keys map[string][]string) []string {
-	var out []string
-	for ns := range keys {
-		out = append(out, ns)
-	}
-	sort.Strings(out)
-	return out
 }

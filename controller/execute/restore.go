@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -228,11 +230,7 @@ func (e *Executor) restoreKV(ctx context.Context, dir string, m *Manifest) (stri
 			n++
 		}
 	}
-	keys := map[string][]string{}
-	for ns := range byNS {
-		keys[ns] = nil
-	}
-	for _, ns := range sortedNamespaces(keys) {
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 		if err := e.B.KV.Put(ctx, ns, byNS[ns]); err != nil {
 			return "", fmt.Errorf("write kv %s: %w", ns, err)
 		}

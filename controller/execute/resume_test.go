@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -158,12 +157,6 @@ func TestRefusals(t *testing.T) {
 		if code == 0 || !strings.Contains(errs, "drift") || !strings.Contains(errs, "t_test_qa2") {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
-		if _, err := os.Stat(w.cfg.StateDir + "/backups"); err == nil {
-			entries, _ := os.ReadDir(w.cfg.StateDir + "/backups")
-			for _, e := range entries {
-				t.Logf("backup dir %s", e.Name())
-			}
-		}
 	})
 	t.Run("agents", func(t *testing.T) {
 		out := w.must("agents", "--config", w.alice, "--json")
@@ -185,5 +178,4 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
 	})
-	_ = fmt.Sprint
 }

@@ -3,6 +3,8 @@ package execute
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/prego/testreset/controller/backends"
@@ -26,7 +28,7 @@ func (e *Executor) deleteKV(ctx context.Context, dir string, run *journal.Run, r
 			n++
 		}
 	}
-	for _, ns := range sortedNamespaces(byNS) {
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 		if err := e.B.KV.Delete(ctx, ns, byNS[ns]); err != nil {
 			return "", fmt.Errorf("delete kv %s: %w", ns, err)
 		}
