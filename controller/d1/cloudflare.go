@@ -6,27 +6,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/cloudflare/cloudflare-go"
+
+	"github.com/prego/testreset/internal/cfclient"
 )
 
-// Retry is the retry policy handed to cloudflare-go, which retries every
-// request on transport errors, 429 and 5xx, doubling the delay from
-// MinBackoff up to MaxBackoff. cloudflare-go counts delays in whole seconds,
-// so shorter non-zero durations round up to one second; zero means no delay.
-type Retry struct {
-	MaxRetries int // retries after the first try
-	MinBackoff time.Duration
-	MaxBackoff time.Duration
-}
+// Retry is the retry policy handed to cloudflare-go (see cfclient.Retry).
+type Retry = cfclient.Retry
 
 // DefaultRetry is cloudflare-go's own policy.
-var DefaultRetry = Retry{MaxRetries: 3, MinBackoff: time.Second, MaxBackoff: 30 * time.Second}
+var DefaultRetry = cfclient.DefaultRetry
 
 // CloudflareConfig addresses one D1 database through the REST API.
 type CloudflareConfig struct {
@@ -73,34 +66,8 @@ func OpenCloudflare(cfg CloudflareConfig) (DB, error) {
 }
 
 func clientOptions(baseURL string, r *Retry, rps float64, hc *http.Client) ([]cloudflare.Option, int) {
-	var opts []cloudflare.Option
-	if baseURL != "" {
-		opts = append(opts, cloudflare.BaseURL(baseURL))
-	}
-	policy := DefaultRetry
-	if r != nil {
-		policy = *r
-	}
-	opts = append(opts, cloudflare.UsingRetryPolicy(policy.MaxRetries, ceilSeconds(policy.MinBackoff), ceilSeconds(policy.MaxBackoff)))
-	switch {
-	case rps < 0:
-		opts = append(opts, cloudflare.UsingRateLimit(math.Inf(1)))
-	case rps > 0:
-		opts = append(opts, cloudflare.UsingRateLimit(rps))
-	}
-	if hc == nil {
-		// D1 gives a call 30 s; leave room for queueing but never hang forever.
-		hc = &http.Client{Timeout: 2 * time.Minute}
-	}
-	opts = append(opts, cloudflare.HTTPClient(hc))
+	opts, policy := cfclient.Options(baseURL, r, rps, hc)
 	return opts, policy.MaxRetries + 1
-}
-
-func ceilSeconds(d time.Duration) int {
-	if d <= 0 {
-		return 0
-	}
-	return int((d + time.Second - 1) / time.Second)
 }
 
 func (c *cloudflareDB) Kind() string { return "cloudflare" }

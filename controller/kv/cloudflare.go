@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,21 +15,16 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudflare/cloudflare-go"
+
+	"github.com/prego/testreset/internal/cfclient"
 )
 
-// Retry is the retry policy handed to cloudflare-go, which retries every
-// request on transport errors, 429 and 5xx, doubling the delay from
-// MinBackoff up to MaxBackoff (whole seconds; zero means no delay). The
-// same delays space the rounds that resend keys a bulk operation reported
-// as unsuccessful.
-type Retry struct {
-	MaxRetries int // retries after the first try
-	MinBackoff time.Duration
-	MaxBackoff time.Duration
-}
+// Retry is the retry policy handed to cloudflare-go (see cfclient.Retry); the same delays
+// space the rounds that resend keys a bulk operation reported as unsuccessful.
+type Retry = cfclient.Retry
 
 // DefaultRetry is cloudflare-go's own policy.
-var DefaultRetry = Retry{MaxRetries: 3, MinBackoff: time.Second, MaxBackoff: 30 * time.Second}
+var DefaultRetry = cfclient.DefaultRetry
 
 // bulkRounds is how often a bulk operation is sent for keys KV keeps
 // reporting as unsuccessful.
@@ -82,26 +76,7 @@ func OpenCloudflare(cfg CloudflareConfig) (Store, error) {
 			return nil, fmt.Errorf("open kv cloudflare: empty namespace id for binding %s", b)
 		}
 	}
-	policy := DefaultRetry
-	if cfg.Retry != nil {
-		policy = *cfg.Retry
-	}
-	var opts []cloudflare.Option
-	if cfg.BaseURL != "" {
-		opts = append(opts, cloudflare.BaseURL(cfg.BaseURL))
-	}
-	opts = append(opts, cloudflare.UsingRetryPolicy(policy.MaxRetries, ceilSeconds(policy.MinBackoff), ceilSeconds(policy.MaxBackoff)))
-	switch {
-	case cfg.RateLimit < 0:
-		opts = append(opts, cloudflare.UsingRateLimit(math.Inf(1)))
-	case cfg.RateLimit > 0:
-		opts = append(opts, cloudflare.UsingRateLimit(cfg.RateLimit))
-	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 2 * time.Minute}
-	}
-	opts = append(opts, cloudflare.HTTPClient(hc))
+	opts, policy := cfclient.Options(cfg.BaseURL, cfg.Retry, cfg.RateLimit, cfg.HTTPClient)
 	api, err := cloudflare.NewWithAPIToken(cfg.Token, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open kv cloudflare: %w", err)
@@ -117,13 +92,6 @@ func OpenCloudflare(cfg CloudflareConfig) (Store, error) {
 		namespaces: ns,
 		retry:      policy,
 	}, nil
-}
-
-func ceilSeconds(d time.Duration) int {
-	if d <= 0 {
-		return 0
-	}
-	return int((d + time.Second - 1) / time.Second)
 }
 
 func (c *cloudflareStore) Kind() string { return "cloudflare" }
