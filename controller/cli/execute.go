@@ -65,6 +65,8 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 			return withHint(err, "make a new plan with resetctl inventory")
 		case errors.Is(err, plan.ErrExpired):
 			return withHint(err, "run inventory again and have it approved again")
+		case errors.Is(err, execute.ErrApproverExecutes):
+			return withHint(err, "the plan's author (or a third operator) runs execute and restore")
 		case errors.Is(err, execute.ErrDrift):
 			return withHint(err, "run inventory again: the plan no longer describes what exists")
 		case errors.Is(err, execute.ErrAlreadyExecuted):
@@ -161,6 +163,7 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "restore")
 	cfgPath := fs.String("config", "", "resetctl configuration file")
 	only := fs.String("only", "", "comma-separated parts to restore: d1,kv,sites (default all)")
+	approval := fs.String("approval", "", "plan file with fresh restore grants from 'resetctl approve --restore RUN'")
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
@@ -179,10 +182,10 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer closeAll()
-	res, err := e.Restore(ctx, fs.Arg(0), parts)
+	res, err := e.Restore(ctx, fs.Arg(0), parts, *approval)
 	if err != nil {
 		if errors.Is(err, execute.ErrNoRestoreGrant) {
-			return withHint(err, "restore D1 and KV with --only d1,kv and ask a second operator for a new approval to restore the sites")
+			return withHint(err, "give a second operator a copy of STATE/backups/%s/plan.json to run 'resetctl approve --restore %s FILE', then restore with --approval FILE", fs.Arg(0), fs.Arg(0))
 		}
 		if errors.Is(err, journal.ErrNotFound) {
 			return withHint(err, "list runs with 'resetctl status --config %s'", *cfgPath)

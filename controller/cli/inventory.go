@@ -200,6 +200,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "approve")
 	cfgPath := fs.String("config", "", "the approver's resetctl configuration file")
 	expires := fs.Duration("expires", 24*time.Hour, "how long the approval and its grants are valid")
+	restoreRun := fs.String("restore", "", "approve the rollback of this executed RUN: add fresh restore grants to a copy of its plan.json")
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
@@ -215,6 +216,20 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	cert, key, err := operatorIdentity(cfg)
 	if err != nil {
 		return err
+	}
+	if *restoreRun != "" {
+		if err := plan.ApproveRestore(p, *restoreRun, p.Operator.Identity, cert, key, *expires, time.Now()); err != nil {
+			if errorsIs(err, plan.ErrSelfApproval) {
+				return withHint(err, "a second operator approves the restore")
+			}
+			return err
+		}
+		if err := plan.Write(path, p); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "restore of run %s approved by %s until %s (%d grants)\n", *restoreRun, p.RestoreApproval.Identity,
+			p.RestoreApproval.ExpiresAt.Format(time.RFC3339), len(p.RestoreApproval.Grants))
+		return nil
 	}
 	if p.Approval != nil {
 		return withHint(fmt.Errorf("plan %s is already approved by %s", p.ID(), p.Approval.Identity), "run inventory again for a new plan")

@@ -59,6 +59,8 @@ var (
 	ErrDrift           = errors.New("identity drift since the plan was made")
 	ErrAlreadyExecuted = errors.New("plan was already executed")
 	ErrSpecChanged     = errors.New("the reset spec changed since the plan was made")
+	// ErrApproverExecutes: the agents would refuse the approver's own grants anyway.
+	ErrApproverExecutes = errors.New("two-person rule")
 )
 
 // Result is the outcome of Execute.
@@ -79,6 +81,9 @@ func (e *Executor) RunDir(runID string) string {
 func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Result, error) {
 	if err := plan.VerifyApproval(p, e.B.Agents.CAPool(), e.now()); err != nil {
 		return nil, err
+	}
+	if e.operator() == p.Approval.Identity {
+		return nil, fmt.Errorf("%w: %s approved this plan and cannot also execute it", ErrApproverExecutes, p.Approval.Identity)
 	}
 	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
 		return nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)

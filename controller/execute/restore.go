@@ -30,7 +30,10 @@ type RestoreResult struct {
 // Restore rolls run back from its backups, in reverse: sites, then D1 rows parent-first,
 // then KV values. only selects parts ("d1", "kv", "sites"); empty means all. Every
 // artifact's sha256 is checked before use. Stripe deletions cannot be undone.
-func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bool) (*RestoreResult, error) {
+//
+// approval, when not "", is a copy of the run's plan to which a second operator added fresh
+// restore grants (resetctl approve --restore).
+func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bool, approval string) (*RestoreResult, error) {
 	want := func(part string) bool { return len(only) == 0 || only[part] }
 	orig, err := e.J.Run(ctx, runID)
 	if err != nil {
@@ -41,12 +44,29 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", runID, err)
 	}
+	if approval != "" {
+		a, err := plan.Read(approval)
+		if err != nil {
+			return nil, err
+		}
+		if a.PlanSHA256 != p.PlanSHA256 || a.RestoreApproval == nil || a.RestoreApproval.Run != runID {
+			return nil, fmt.Errorf("%s holds no restore approval for run %s", approval, runID)
+		}
+		p.RestoreApproval = a.RestoreApproval
+	}
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
 	}
 	if err := verifyManifest(dir, m); err != nil {
 		return nil, fmt.Errorf("run %s backups: %w", runID, err)
+	}
+	approver := p.Approval.Identity
+	if p.RestoreApproval != nil {
+		approver = p.RestoreApproval.Identity
+	}
+	if e.operator() == approver {
+		return nil, fmt.Errorf("%w: %s approved this and cannot also restore it", ErrApproverExecutes, approver)
 	}
 	var steps []string
 	sites := map[string][]Artifact{}
@@ -72,7 +92,7 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 		steps = append(steps, "restore kv keys")
 	}
 	now := e.now().UTC()
-	run := &journal.Run{ID: runID + "-restore-" + now.Format("20060102T150405Z"), Kind: "restore", PlanSHA256: orig.PlanSHA256,
+	run := &journal.Run{ID: runID + "-restore-" + now.Format("20060102T150405.000Z"), Kind: "restore", PlanSHA256: orig.PlanSHA256,
 		Operator: e.operator(), Approver: p.Approval.Identity, StartedAt: now}
 	if err := e.J.CreateRun(ctx, run, steps); err != nil {
 		return nil, err
@@ -114,12 +134,9 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 var ErrNoRestoreGrant = errors.New("no valid restore grant")
 
 func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, host, site string, arts []Artifact) (string, error) {
-	g, err := p.GrantFor(host, site, "restore")
+	g, err := p.GrantFor(host, site, "restore", e.now())
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNoRestoreGrant, err)
-	}
-	if !e.now().Before(p.Approval.ExpiresAt) {
-		return "", fmt.Errorf("%w: the approval's restore grants expired at %s", ErrNoRestoreGrant, p.Approval.ExpiresAt.Format(time.RFC3339))
 	}
 	client, err := e.B.Agents.Agent(host)
 	if err != nil {

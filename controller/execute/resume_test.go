@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,13 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
 	})
+	t.Run("approver executes", func(t *testing.T) {
+		path := w.approvedPlan(t, "--email", "trial7@example.test")
+		_, errs, code := w.resetctl("execute", "--config", w.bob, path)
+		if code == 0 || !strings.Contains(errs, "two-person rule") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+	})
 	t.Run("agents", func(t *testing.T) {
 		out := w.must("agents", "--config", w.alice, "--json")
 		if !strings.Contains(out, `"healthy": true`) || !strings.Contains(out, `"sites": 3`) || !strings.Contains(out, `"mode": "native"`) {
@@ -178,4 +186,39 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
 	})
+}
+
+// After the approval's grants expired, sites are restored with fresh restore grants from a
+// second operator; D1 and KV need none.
+func TestRestoreAfterExpiry(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	before := w.snapshot()
+	out := w.must("inventory", "--config", w.alice, "--email", "qa1@example.test")
+	path := planPath(t, out)
+	w.must("approve", "--config", w.bob, "--expires", "4s", path)
+	start := time.Now()
+	w.must("execute", "--config", w.alice, path)
+	status := w.must("status", "--config", w.alice)
+	run := strings.Fields(strings.Split(status, "\n")[1])[0]
+	time.Sleep(time.Until(start.Add(4100 * time.Millisecond)))
+
+	_, errs, code := w.resetctl("restore", "--config", w.alice, run)
+	if code == 0 || !strings.Contains(errs, "no valid restore grant") || !strings.Contains(errs, "approve --restore") {
+		t.Fatalf("restore with expired grants: exit %d %s", code, errs)
+	}
+	copyPath := filepath.Join(t.TempDir(), "restore-approval.json")
+	b, err := os.ReadFile(filepath.Join(w.cfg.StateDir, "backups", run, "plan.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(copyPath, b, 0o600)
+	// The operator who will restore cannot approve it.
+	if _, errs, code := w.resetctl("approve", "--config", w.alice, "--restore", run, copyPath); code == 0 || !strings.Contains(errs, "own author") {
+		t.Fatalf("self restore approval: exit %d %s", code, errs)
+	}
+	w.must("approve", "--config", w.bob, "--restore", run, copyPath)
+	w.must("restore", "--config", w.alice, run, "--approval", copyPath)
+	if d := diff(before, w.snapshot()); d != "" {
+		t.Fatalf("restore:\n%s", d)
+	}
 }

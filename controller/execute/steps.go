@@ -37,7 +37,7 @@ func (e *Executor) deleteKV(ctx context.Context, dir string, run *journal.Run, r
 }
 
 func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run, host, site string) (string, error) {
-	g, err := p.GrantFor(host, site, "drop")
+	g, err := p.GrantFor(host, site, "drop", e.now())
 	if err != nil {
 		return "", err
 	}

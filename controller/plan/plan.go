@@ -57,6 +57,18 @@ type Plan struct {
 	Inventory       *inventory.Inventory `json:"inventory"`
 	PlanSHA256      string               `json:"plan_sha256"`
 	Approval        *Approval            `json:"approval,omitempty"`
+	// RestoreApproval carries fresh restore grants from a second operator, for rolling a
+	// run back after the approval's own grants expired.
+	RestoreApproval *RestoreApproval `json:"restore_approval,omitempty"`
+}
+
+// RestoreApproval is a later approval of a rollback: grants only.
+type RestoreApproval struct {
+	Operator
+	ApprovedAt time.Time   `json:"approved_at"`
+	ExpiresAt  time.Time   `json:"expires_at"`
+	Run        string      `json:"run"`
+	Grants     []SiteGrant `json:"grants"`
 }
 
 // Approval is the second operator's signature and the agents' grants.
@@ -90,7 +102,7 @@ func (p *Plan) ID() string {
 // so the same content always gives the same bytes.
 func (p *Plan) Hash() (string, error) {
 	c := *p
-	c.PlanSHA256, c.Approval = "", nil
+	c.PlanSHA256, c.Approval, c.RestoreApproval = "", nil, nil
 	b, err := json.Marshal(&c)
 	if err != nil {
 		return "", fmt.Errorf("encode plan: %w", err)
@@ -286,12 +298,61 @@ func VerifyApproval(p *Plan, roots *x509.CertPool, now time.Time) error {
 	return nil
 }
 
-// GrantFor returns the decoded grant for a site and action.
-func (p *Plan) GrantFor(host, site, action string) (*agentv1.Grant, error) {
+// ApproveRestore adds fresh restore grants for the sites of an executed plan, signed by a
+// second operator (not the one who will run the restore).
+func ApproveRestore(p *Plan, run string, executor string, cert *x509.Certificate, key crypto.Signer, ttl time.Duration, now time.Time) error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	if h != p.PlanSHA256 {
+		return ErrTampered
+	}
+	if p.Approval == nil {
+		return ErrUnapproved
+	}
+	if certs.Identity(cert) == executor {
+		return fmt.Errorf("%w (%s runs the restore)", ErrSelfApproval, executor)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
+	}
+	now = now.UTC().Truncate(time.Second)
+	ra := &RestoreApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: now.Add(ttl), Run: run}
+	for _, s := range p.Inventory.Sites {
+		if !s.Exists && !s.DBExists && !s.DBUserExists {
+			continue
+		}
+		g, err := grant.Sign(&agentv1.GrantBody{
+			PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: grant.ActionRestore,
+			ExpiresAt: timestamppb.New(ra.ExpiresAt), IssuedAt: timestamppb.New(now),
+		}, cert, key)
+		if err != nil {
+			return err
+		}
+		b, err := proto.Marshal(g)
+		if err != nil {
+			return fmt.Errorf("encode grant: %w", err)
+		}
+		ra.Grants = append(ra.Grants, SiteGrant{Host: s.Host, Site: s.Name, Action: grant.ActionRestore, Grant: b})
+	}
+	p.RestoreApproval = ra
+	return nil
+}
+
+// GrantFor returns the decoded grant for a site and action: a restore approval's, while it
+// is valid at now, before the approval's own.
+func (p *Plan) GrantFor(host, site, action string, now time.Time) (*agentv1.Grant, error) {
 	if p.Approval == nil {
 		return nil, ErrUnapproved
 	}
-	for _, g := range p.Approval.Grants {
+	grants := p.Approval.Grants
+	if ra := p.RestoreApproval; ra != nil && action == grant.ActionRestore && now.Before(ra.ExpiresAt) {
+		grants = ra.Grants
+	} else if !now.Before(p.Approval.ExpiresAt) {
+		return nil, fmt.Errorf("%w: the %s grants expired at %s", ErrExpired, action, p.Approval.ExpiresAt.Format(time.RFC3339))
+	}
+	for _, g := range grants {
 		if g.Host == host && g.Site == site && g.Action == action {
 			var out agentv1.Grant
 			if err := proto.Unmarshal(g.Grant, &out); err != nil {

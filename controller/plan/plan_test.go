@@ -80,7 +80,7 @@ func TestApproveAndVerify(t *testing.T) {
 	}
 	// Drop and restore grants for the site, verifiable by the agent.
 	for _, action := range []string{grant.ActionDrop, grant.ActionRestore} {
-		g, err := p.GrantFor("node1.internal", "qa1a.erp.example.test", action)
+		g, err := p.GrantFor("node1.internal", "qa1a.erp.example.test", action, now)
 		if err != nil {
 			t.Fatal(err)
 		}
