@@ -180,6 +180,17 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("unreachable agent: exit %d\n%s\n%s", code, out, errs)
 		}
 	})
+	t.Run("paid live-mode invoice", func(t *testing.T) {
+		w.stripe.AddInvoice("cus_test_qa1a", "in_live_1", "paid", 5000, true)
+		out, errs, code := w.resetctl("inventory", "--config", w.alice, "--email", "qa1@example.test")
+		if code != 1 || !strings.Contains(out, "paid live-mode invoices in_live_1") || !strings.Contains(out, "needs --finance-approval") {
+			t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+		}
+		out = w.must("inventory", "--config", w.alice, "--email", "QA1@example.test", "--finance-approval", "FIN-7")
+		if !strings.Contains(out, "allowed by finance approval FIN-7") || !strings.Contains(out, "[OK]") {
+			t.Fatalf("with finance approval:\n%s", out)
+		}
+	})
 	t.Run("unknown run", func(t *testing.T) {
 		_, errs, code := w.resetctl("restore", "--config", w.alice, "nope")
 		if code == 0 || !strings.Contains(errs, "not found") {
