@@ -4,6 +4,9 @@
 //	go run ./examples/seed --config examples/resetctl.yaml [--schema F] [--data F] [--kv F]
 //
 // The inputs default to controlplane.sql, seed.sql and kv-seed.json in the config's folder.
+// When the config's identity files do not exist yet, it also makes a CA in their folder with
+// operator certificates for alice@example.test and bob@example.test and an agent
+// certificate for node1.internal, so the example config works right away.
 package main
 
 import (
@@ -12,9 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 
+	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/examples/exampledata"
 )
@@ -60,5 +66,34 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "d1: %s\nkv: %s\n", cfg.D1.SQLite.Path, cfg.KV.SQLite.Path)
+	made, err := exampleCerts(cfg)
+	if err != nil {
+		return err
+	}
+	if made {
+		fmt.Fprintf(stdout, "certs: %s\n", filepath.Dir(cfg.Identity.CA))
+	}
 	return nil
+}
+
+// exampleCerts makes the example deployment's CA and certificates when the config's CA does
+// not exist yet; it never touches an existing one.
+func exampleCerts(cfg *config.Config) (bool, error) {
+	if _, err := os.Stat(cfg.Identity.CA); err == nil {
+		return false, nil
+	}
+	dir := filepath.Dir(cfg.Identity.CA)
+	if filepath.Base(cfg.Identity.CA) != certs.CAFile {
+		return false, fmt.Errorf("identity.ca %s is missing and not named %s: make the CA with resetctl certs init", cfg.Identity.CA, certs.CAFile)
+	}
+	if err := certs.Init(dir, certs.InitOptions{Name: "testreset example CA"}); err != nil {
+		return false, err
+	}
+	for _, op := range []string{"alice@example.test", "bob@example.test"} {
+		if _, _, err := certs.Issue(dir, certs.IssueRequest{Role: certs.RoleOperator, Name: op}); err != nil {
+			return false, err
+		}
+	}
+	_, _, err := certs.Issue(dir, certs.IssueRequest{Role: certs.RoleAgent, Name: "node1.internal", Hosts: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	return true, err
 }
