@@ -42,8 +42,23 @@ func TestRun(t *testing.T) {
 	if err := run(context.Background(), args, &out); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := out.String(), "d1: "+filepath.Join(dir, "d1.db")+"\nkv: "+filepath.Join(dir, "kv.db")+"\n"; got != want {
+	certDir := filepath.Join(dir, "certs")
+	if got, want := out.String(), "d1: "+filepath.Join(dir, "d1.db")+"\nkv: "+filepath.Join(dir, "kv.db")+"\ncerts: "+certDir+"\n"; got != want {
 		t.Errorf("output = %q, want %q", got, want)
+	}
+	for _, f := range []string{"ca.pem", "ca-key.pem", "alice@example.test.pem", "bob@example.test-key.pem", "node1.internal.pem"} {
+		if _, err := os.Stat(filepath.Join(certDir, f)); err != nil {
+			t.Errorf("example certificate: %v", err)
+		}
+	}
+	// A second run keeps the CA.
+	ca, _ := os.ReadFile(filepath.Join(certDir, "ca.pem"))
+	out.Reset()
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(certDir, "ca.pem")); !bytes.Equal(ca, again) || strings.Contains(out.String(), "certs:") {
+		t.Error("a second seed replaced the example CA")
 	}
 	db, err := d1.OpenSQLite(filepath.Join(dir, "d1.db"))
 	if err != nil {
