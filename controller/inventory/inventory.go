@@ -178,6 +178,8 @@ type Inventory struct {
 	OrphanUsers []string       `json:"orphan_users,omitempty"`
 	// KeptUsers lost every tenant but are outside the e-mail allowlist, so they stay.
 	KeptUsers []string `json:"kept_users,omitempty"`
+	// orphanTargets are the targets of each removed orphan user's e-mail.
+	orphanTargets map[string][]int
 	Coverage  []string `json:"coverage_warnings,omitempty"`
 	Errors    []string `json:"errors,omitempty"`
 	// D1Requests counts the batch requests the D1 part took (not in the plan file).
@@ -542,6 +544,7 @@ func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Invent
 	}
 	// Orphans belong to the targets whose link rows they lose.
 	users = c.rows[o.Table]
+	inv.orphanTargets = map[string][]int{}
 	for _, i := range added[o.Table] {
 		v := users.Rows[i][users.col(o.Key)]
 		for j := range lr.Rows {
@@ -551,6 +554,8 @@ func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Invent
 				}
 			}
 		}
+		email := strings.ToLower(plain(users.Rows[i][users.col(o.Email)]))
+		inv.orphanTargets[email] = setList(users.Targets[i])
 	}
 	return c.walk(ctx, added)
 }

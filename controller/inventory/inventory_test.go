@@ -382,3 +382,26 @@ func TestKVPrefixDelimiter(t *testing.T) {
 		}
 	})
 }
+
+// A user left without any tenant goes too, with the keys of their e-mail; one who keeps a
+// tenant stays.
+func TestOrphanUsers(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		inv := run(t, e, []string{"qa1@example.test"}, nil)
+		if got := strings.Join(inv.OrphanUsers, ","); got != "viewer+test@partner.example" {
+			t.Fatalf("orphan users = %q", got)
+		}
+		found := false
+		for _, k := range inv.KV {
+			if k.Key == "user:map:viewer+test@partner.example" {
+				found = true
+			}
+			if strings.Contains(k.Key, "qa2@example.test") {
+				t.Errorf("key of a user who keeps a tenant listed: %s", k.Key)
+			}
+		}
+		if !found {
+			t.Error("the orphan user's user:map key is not listed")
+		}
+	})
+}

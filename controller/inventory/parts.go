@@ -90,6 +90,10 @@ func kvKeys(ctx context.Context, store kv.Store, spec *config.Spec, targets []Ta
 					exps = append(exps, expansion{strings.ReplaceAll(tmpl.Key, "{email}", t.Value), []int{i}})
 				}
 			}
+			// Users removed because they lost every tenant lose their e-mail keys too.
+			for _, email := range inv.OrphanUsers {
+				exps = append(exps, expansion{strings.ReplaceAll(tmpl.Key, "{email}", email), inv.orphanTargets[email]})
+			}
 		}
 		if usesTenant {
 			for _, tn := range inv.Tenants {
