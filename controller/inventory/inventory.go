@@ -180,8 +180,8 @@ type Inventory struct {
 	KeptUsers []string `json:"kept_users,omitempty"`
 	// orphanTargets are the targets of each removed orphan user's e-mail.
 	orphanTargets map[string][]int
-	Coverage  []string `json:"coverage_warnings,omitempty"`
-	Errors    []string `json:"errors,omitempty"`
+	Coverage      []string `json:"coverage_warnings,omitempty"`
+	Errors        []string `json:"errors,omitempty"`
 	// D1Requests counts the batch requests the D1 part took (not in the plan file).
 	D1Requests int `json:"-"`
 }
