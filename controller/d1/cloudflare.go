@@ -154,10 +154,10 @@ func wireStatement(st Statement) rawStatement {
 func (c *cloudflareDB) raw(ctx context.Context, body []byte, want int) ([]*Result, error) {
 	resp, err := c.api.Raw(ctx, http.MethodPost, c.base+"/raw", body, nil)
 	if err != nil {
-		return nil, apiError(ctx, err, c.tries)
+		return nil, cfclient.APIError(ctx, err, c.tries, "D1", "")
 	}
 	if !resp.Success {
-		return nil, fmt.Errorf("cloudflare api: %s", responseErrors(resp.Errors))
+		return nil, fmt.Errorf("cloudflare api: %s", cfclient.ResponseErrors(resp.Errors))
 	}
 	dec := json.NewDecoder(bytes.NewReader(resp.Result))
 	dec.UseNumber()
@@ -259,7 +259,7 @@ type bookmarkResult struct {
 func (c *cloudflareDB) Bookmark(ctx context.Context) (string, error) {
 	resp, err := c.api.Raw(ctx, http.MethodGet, c.base+"/time_travel/bookmark", nil, nil)
 	if err != nil {
-		return "", fmt.Errorf("d1 bookmark: %w", apiError(ctx, err, c.tries))
+		return "", fmt.Errorf("d1 bookmark: %w", cfclient.APIError(ctx, err, c.tries, "D1", ""))
 	}
 	var r bookmarkResult
 	if err := json.Unmarshal(resp.Result, &r); err != nil {
@@ -278,51 +278,11 @@ func (c *cloudflareDB) Restore(ctx context.Context, bookmark string) (string, er
 	}
 	resp, err := c.api.Raw(ctx, http.MethodPost, c.base+"/time_travel/restore?bookmark="+url.QueryEscape(bookmark), nil, nil)
 	if err != nil {
-		return "", fmt.Errorf("d1 restore %s: %w", bookmark, apiError(ctx, err, c.tries))
+		return "", fmt.Errorf("d1 restore %s: %w", bookmark, cfclient.APIError(ctx, err, c.tries, "D1", ""))
 	}
 	var r bookmarkResult
 	if err := json.Unmarshal(resp.Result, &r); err != nil {
 		return "", fmt.Errorf("d1 restore %s: decode: %w", bookmark, err)
 	}
 	return r.PreviousBookmark, nil
-}
-
-// apiError keeps cloudflare-go's message (it carries D1's SQL error text
-// from the envelope) and says when retries ran out.
-func apiError(ctx context.Context, err error, tries int) error {
-	if ctx.Err() != nil {
-		return err
-	}
-	var (
-		reqErr  *cloudflare.RequestError
-		authErr *cloudflare.AuthenticationError
-		authz   *cloudflare.AuthorizationError
-		nf      *cloudflare.NotFoundError
-		svc     *cloudflare.ServiceError
-		rl      *cloudflare.RatelimitError
-	)
-	switch {
-	case errors.As(err, &reqErr), errors.As(err, &nf):
-		return fmt.Errorf("cloudflare api: %w", err)
-	case errors.As(err, &authErr), errors.As(err, &authz):
-		return fmt.Errorf("cloudflare api: token refused (check CLOUDFLARE_API_TOKEN and its D1/KV permissions): %w", err)
-	case errors.As(err, &svc), errors.As(err, &rl):
-		return fmt.Errorf("cloudflare api: %w", err)
-	}
-	// cloudflare-go only returns untyped errors once every retry failed.
-	return fmt.Errorf("cloudflare api: gave up after %d tries: %w", tries, err)
-}
-
-func responseErrors(errs []cloudflare.ResponseInfo) string {
-	if len(errs) == 0 {
-		return "request failed without an error message"
-	}
-	var b bytes.Buffer
-	for i, e := range errs {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		fmt.Fprintf(&b, "%s (%d)", e.Message, e.Code)
-	}
-	return b.String()
 }

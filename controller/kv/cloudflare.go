@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -140,10 +139,10 @@ func (c *cloudflareStore) List(ctx context.Context, binding, prefix, cursor stri
 	}
 	resp, err := c.api.Raw(ctx, http.MethodGet, c.path(nsID, "/keys?"+q.Encode()), nil, nil)
 	if err != nil {
-		return nil, "", fmt.Errorf("list keys %s: %w", binding, c.apiError(ctx, err))
+		return nil, "", fmt.Errorf("list keys %s: %w", binding, cfclient.APIError(ctx, err, c.retry.MaxRetries+1, "KV", "the namespace id"))
 	}
 	if !resp.Success {
-		return nil, "", fmt.Errorf("list keys %s: cloudflare api: %s", binding, responseErrors(resp.Errors))
+		return nil, "", fmt.Errorf("list keys %s: cloudflare api: %s", binding, cfclient.ResponseErrors(resp.Errors))
 	}
 	var listed []listedKey
 	if err := json.Unmarshal(resp.Result, &listed); err != nil {
@@ -191,7 +190,7 @@ func (c *cloudflareStore) Get(ctx context.Context, binding, key string) (*Entry,
 		if errors.As(err, &nf) {
 			return nil, false, nil // deleted or expired since the listing
 		}
-		return nil, false, fmt.Errorf("get key %s %q: %w", binding, key, c.apiError(ctx, err))
+		return nil, false, fmt.Errorf("get key %s %q: %w", binding, key, cfclient.APIError(ctx, err, c.retry.MaxRetries+1, "KV", "the namespace id"))
 	}
 	if value == nil {
 		value = []byte{}
@@ -260,7 +259,7 @@ func (c *cloudflareStore) putChunk(ctx context.Context, binding, nsID string, en
 		body := joinJSON(encoded)
 		resp, err := c.api.Raw(ctx, http.MethodPut, c.path(nsID, "/bulk"), body, nil)
 		if err != nil {
-			return fmt.Errorf("put keys %s: %w", binding, c.apiError(ctx, err))
+			return fmt.Errorf("put keys %s: %w", binding, cfclient.APIError(ctx, err, c.retry.MaxRetries+1, "KV", "the namespace id"))
 		}
 		failed, err := unsuccessful(resp)
 		if err != nil {
@@ -321,7 +320,7 @@ func (c *cloudflareStore) deleteChunk(ctx context.Context, binding, nsID string,
 		}
 		resp, err := c.api.Raw(ctx, http.MethodPost, c.path(nsID, "/bulk/delete"), body, nil)
 		if err != nil {
-			return fmt.Errorf("delete keys %s: %w", binding, c.apiError(ctx, err))
+			return fmt.Errorf("delete keys %s: %w", binding, cfclient.APIError(ctx, err, c.retry.MaxRetries+1, "KV", "the namespace id"))
 		}
 		failed, err := unsuccessful(resp)
 		if err != nil {
@@ -342,7 +341,7 @@ func (c *cloudflareStore) deleteChunk(ctx context.Context, binding, nsID string,
 
 func unsuccessful(resp cloudflare.RawResponse) ([]string, error) {
 	if !resp.Success {
-		return nil, fmt.Errorf("cloudflare api: %s", responseErrors(resp.Errors))
+		return nil, fmt.Errorf("cloudflare api: %s", cfclient.ResponseErrors(resp.Errors))
 	}
 	if len(resp.Result) == 0 || bytes.Equal(resp.Result, []byte("null")) {
 		return nil, nil // an older response without per-key results
@@ -388,40 +387,4 @@ func joinJSON(items [][]byte) []byte {
 		b = append(b, it...)
 	}
 	return append(b, ']')
-}
-
-// apiError keeps cloudflare-go's message and says when retries ran out.
-func (c *cloudflareStore) apiError(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return err
-	}
-	var (
-		reqErr  *cloudflare.RequestError
-		authErr *cloudflare.AuthenticationError
-		authz   *cloudflare.AuthorizationError
-		nf      *cloudflare.NotFoundError
-		svc     *cloudflare.ServiceError
-		rl      *cloudflare.RatelimitError
-	)
-	switch {
-	case errors.As(err, &nf):
-		return fmt.Errorf("cloudflare api: not found (check the namespace id): %w", err)
-	case errors.As(err, &reqErr), errors.As(err, &svc), errors.As(err, &rl):
-		return fmt.Errorf("cloudflare api: %w", err)
-	case errors.As(err, &authErr), errors.As(err, &authz):
-		return fmt.Errorf("cloudflare api: token refused (check CLOUDFLARE_API_TOKEN and its KV permissions): %w", err)
-	}
-	// cloudflare-go only returns untyped errors once every retry failed.
-	return fmt.Errorf("cloudflare api: gave up after %d tries: %w", c.retry.MaxRetries+1, err)
-}
-
-func responseErrors(errs []cloudflare.ResponseInfo) string {
-	if len(errs) == 0 {
-		return "request failed without an error message"
-	}
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = fmt.Sprintf("%s (%d)", e.Message, e.Code)
-	}
-	return strings.Join(msgs, "; ")
 }

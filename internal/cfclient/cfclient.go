@@ -2,8 +2,12 @@
 package cfclient
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"math"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cloudflare/cloudflare-go"
@@ -55,4 +59,43 @@ func ceilSeconds(d time.Duration) int {
 		return 0
 	}
 	return int((d + time.Second - 1) / time.Second)
+}
+
+// APIError keeps cloudflare-go's message (it carries the API's own error text, such as D1's
+// SQL errors) and adds what an operator can act on: a refused token, a missing resource
+// (notFound names what to check), or retries that ran out.
+func APIError(ctx context.Context, err error, tries int, product, notFound string) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	var (
+		reqErr  *cloudflare.RequestError
+		authErr *cloudflare.AuthenticationError
+		authz   *cloudflare.AuthorizationError
+		nf      *cloudflare.NotFoundError
+		svc     *cloudflare.ServiceError
+		rl      *cloudflare.RatelimitError
+	)
+	switch {
+	case errors.As(err, &nf) && notFound != "":
+		return fmt.Errorf("cloudflare api: not found (check %s): %w", notFound, err)
+	case errors.As(err, &reqErr), errors.As(err, &nf), errors.As(err, &svc), errors.As(err, &rl):
+		return fmt.Errorf("cloudflare api: %w", err)
+	case errors.As(err, &authErr), errors.As(err, &authz):
+		return fmt.Errorf("cloudflare api: token refused (check CLOUDFLARE_API_TOKEN and its %s permissions): %w", product, err)
+	}
+	// cloudflare-go only returns untyped errors once every retry failed.
+	return fmt.Errorf("cloudflare api: gave up after %d tries: %w", tries, err)
+}
+
+// ResponseErrors joins the messages of a v4 envelope's errors list.
+func ResponseErrors(errs []cloudflare.ResponseInfo) string {
+	if len(errs) == 0 {
+		return "request failed without an error message"
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = fmt.Sprintf("%s (%d)", e.Message, e.Code)
+	}
+	return strings.Join(msgs, "; ")
 }
