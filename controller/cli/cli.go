@@ -36,6 +36,7 @@ func commands() []command {
 		{"certs", "certs init|issue: the deployment CA and certificates", runCerts},
 		{"agents", "health and Info of every known agent", runAgents},
 		{"inventory", "find everything of the targets and write a plan", runInventory},
+		{"show", "print a plan's summary and approval (no config needed)", runShow},
 		{"approve", "second operator: sign a plan and its grants", runApprove},
 		{"verify", "check that nothing of a plan's targets remains", runVerify},
 		{"sites", "sites list|backup: the Frappe sites on the agents", runSites},

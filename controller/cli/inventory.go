@@ -234,6 +234,9 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	if p.Approval != nil {
 		return withHint(fmt.Errorf("plan %s is already approved by %s", p.ID(), p.Approval.Identity), "run inventory again for a new plan")
 	}
+	// The approver signs what they have read: the same summary the author saw.
+	printSummary(env.Stdout, p)
+	fmt.Fprintln(env.Stdout)
 	if err := plan.Approve(p, cert, key, *expires, time.Now()); err != nil {
 		switch {
 		case errorsIs(err, plan.ErrSelfApproval):
@@ -294,6 +297,35 @@ func runVerify(ctx context.Context, env *Env, args []string) error {
 	}
 	if !*asJSON {
 		fmt.Fprintf(env.Stdout, "plan %s: nothing remains for %d target(s)\n", p.ID(), len(p.Targets))
+	}
+	return nil
+}
+
+func runShow(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "show")
+	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	p, err := plan.Read(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	printSummary(env.Stdout, p)
+	switch a := p.Approval; {
+	case a == nil:
+		fmt.Fprintln(env.Stdout, "\nnot approved")
+	default:
+		fmt.Fprintf(env.Stdout, "\napproved by %s at %s, valid until %s (%d grants)\n", a.Identity,
+			a.ApprovedAt.Format(time.RFC3339), a.ExpiresAt.Format(time.RFC3339), len(a.Grants))
+	}
+	if ra := p.RestoreApproval; ra != nil {
+		fmt.Fprintf(env.Stdout, "restore of run %s approved by %s until %s\n", ra.Run, ra.Identity, ra.ExpiresAt.Format(time.RFC3339))
 	}
 	return nil
 }
