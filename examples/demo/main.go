@@ -1,6 +1,7 @@
 // Command demo runs the whole reset end to end on embedded defaults: a CA with two
 // operators and one agent, a throwaway MariaDB with Frappe sites, reset-agent on loopback,
-// the example control plane in local SQLite (D1 and KV); then inventory -> approve ->
+// the example control plane in local SQLite (D1 and KV), and the project's stateful Stripe
+// test server standing in for Stripe (which cannot run here); then inventory -> approve ->
 // execute -> verify -> restore -> everything is back. It runs the built binaries, printing
 // each command and its output, and leaves nothing running. `make demo` runs it.
 package main
@@ -27,6 +28,7 @@ import (
 	"github.com/prego/testreset/examples/exampledata"
 	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/stripetest"
 )
 
 func main() {
@@ -44,6 +46,7 @@ func main() {
 type demo struct {
 	bin, dir string
 	step     int
+	env      []string // extra environment of every command
 }
 
 func (d *demo) title(s string) {
@@ -59,7 +62,7 @@ func (d *demo) cmd(ctx context.Context, wantCode int, name string, args ...strin
 	}
 	fmt.Printf("$ %s %s\n", name, strings.Join(shown, " "))
 	c := exec.CommandContext(ctx, filepath.Join(d.bin, name), args...)
-	c.Env = append(os.Environ(), "STRIPE_API_KEY=")
+	c.Env = append(os.Environ(), d.env...)
 	var out bytes.Buffer
 	c.Stdout = &out
 	c.Stderr = &out
@@ -176,8 +179,17 @@ func run(ctx context.Context, bin string, keep bool) error {
 		}
 	}()
 
-	d.title("the example control plane: D1 and KV in local SQLite")
-	alice, bob, err := writeConfigs(dir, pki, addr)
+	d.title("the example control plane: D1 and KV in local SQLite, Stripe test server")
+	stripe := stripetest.New()
+	defer stripe.Close()
+	stripe.AddCustomer("cus_test_qa1a", "QA1@Example.test", false)
+	stripe.AddSubscription("cus_test_qa1a", "sub_test_qa1a", "active")
+	stripe.AddInvoice("cus_test_qa1a", "in_test_qa1a", "paid", 1900, false)
+	stripe.AddCustomer("cus_prod_acme", "owner@realcustomer.example", true)
+	stripe.AddInvoice("cus_prod_acme", "in_prod_acme", "paid", 250000, true)
+	d.env = []string{"STRIPE_API_KEY=sk_test_demo"}
+	fmt.Printf("  stripe test server on %s (customers cus_test_qa1a, cus_prod_acme)\n", stripe.URL())
+	alice, bob, err := writeConfigs(dir, pki, addr, stripe.URL())
 	if err != nil {
 		return err
 	}
@@ -231,6 +243,11 @@ func run(ctx context.Context, bin string, keep bool) error {
 	}
 	run := runID(out)
 
+	if !stripe.CustomerDeleted("cus_test_qa1a") || stripe.CustomerDeleted("cus_prod_acme") {
+		return errors.New("stripe: the test customer should be deleted and the production one kept")
+	}
+	fmt.Printf("  stripe: cus_test_qa1a deleted (subscription %s), cus_prod_acme untouched\n", stripe.SubscriptionStatus("sub_test_qa1a"))
+
 	d.title("verify: nothing of the targets remains")
 	if _, err := d.cmd(ctx, 0, "resetctl", "verify", "--config", alice, plan); err != nil {
 		return err
@@ -279,7 +296,7 @@ func rel(dir, p string) string { return strings.TrimPrefix(p, dir+"/") }
 
 // writeConfigs writes alice's and bob's resetctl.yaml from the example, with this demo's
 // certificates, agent address and data files.
-func writeConfigs(dir, pki, addr string) (string, string, error) {
+func writeConfigs(dir, pki, addr, stripeURL string) (string, string, error) {
 	raw, err := os.ReadFile("examples/resetctl.yaml")
 	if err != nil {
 		return "", "", err
@@ -298,6 +315,7 @@ func writeConfigs(dir, pki, addr string) (string, string, error) {
 		m["agents"] = map[string]any{"port": 7443, "hosts": map[string]any{"node1.internal": addr}}
 		m["d1"] = map[string]any{"backend": "sqlite", "sqlite": map[string]any{"path": filepath.Join(dir, "d1.db")}}
 		m["kv"] = map[string]any{"backend": "sqlite", "sqlite": map[string]any{"path": filepath.Join(dir, "kv.db")}}
+		m["stripe"] = map[string]any{"enabled": "auto", "base_url": stripeURL}
 		b, err := yaml.Marshal(m)
 		if err != nil {
 			return "", "", err
@@ -335,7 +353,7 @@ func waitHealthy(ctx context.Context, d *demo, cfg string, agentDone chan error)
 func inventoryCounts(ctx context.Context, d *demo, cfg string) (string, error) {
 	c := exec.CommandContext(ctx, filepath.Join(d.bin, "resetctl"), "inventory", "--config", cfg, "--json",
 		"--email", "qa1@example.test", "--email", "trial7@example.test", "--out", filepath.Join(d.dir, "count.json"))
-	c.Env = append(os.Environ(), "STRIPE_API_KEY=")
+	c.Env = append(os.Environ(), d.env...)
 	out, err := c.Output()
 	if err != nil {
 		return "", fmt.Errorf("inventory: %v", err)
