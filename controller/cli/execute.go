@@ -65,6 +65,8 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 			return withHint(err, "make a new plan with resetctl inventory")
 		case errors.Is(err, plan.ErrExpired):
 			return withHint(err, "run inventory again and have it approved again")
+		case errors.Is(err, execute.ErrSpecChanged):
+			return withHint(err, "execute with the config the plan was made with, or make a new plan")
 		case errors.Is(err, execute.ErrApproverExecutes):
 			return withHint(err, "the plan's author (or a third operator) runs execute and restore")
 		case errors.Is(err, execute.ErrDrift):

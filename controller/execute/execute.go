@@ -58,7 +58,7 @@ func (e *Executor) logf(format string, a ...any) {
 var (
 	ErrDrift           = errors.New("identity drift since the plan was made")
 	ErrAlreadyExecuted = errors.New("plan was already executed")
-	ErrSpecChanged     = errors.New("the reset spec changed since the plan was made")
+	ErrSpecChanged     = errors.New("the configuration differs from the one the plan was made with")
 	// ErrApproverExecutes: the agents would refuse the approver's own grants anyway.
 	ErrApproverExecutes = errors.New("two-person rule")
 )
@@ -84,6 +84,10 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	}
 	if e.operator() == p.Approval.Identity {
 		return nil, fmt.Errorf("%w: %s approved this plan and cannot also execute it", ErrApproverExecutes, p.Approval.Identity)
+	}
+	if p.D1Backend != e.B.D1.Kind() || p.KVBackend != e.B.KV.Kind() {
+		return nil, fmt.Errorf("%w: the plan was made against d1 %s and kv %s, this config uses d1 %s and kv %s",
+			ErrSpecChanged, p.D1Backend, p.KVBackend, e.B.D1.Kind(), e.B.KV.Kind())
 	}
 	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
 		return nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)

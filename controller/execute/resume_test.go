@@ -159,6 +159,20 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
 	})
+	t.Run("spec changed", func(t *testing.T) {
+		path := w.approvedPlan(t, "--email", "trial7@example.test")
+		b, _ := os.ReadFile(w.alice)
+		changed := strings.Replace(string(b), "accounting_ledger", "accounting_ledger_v2", 1)
+		if changed == string(b) {
+			t.Fatal("test setup: no spec.ignore entry to change")
+		}
+		p := w.alice + ".changed.yaml"
+		os.WriteFile(p, []byte(changed), 0o600)
+		_, errs, code := w.resetctl("execute", "--config", p, path)
+		if code == 0 || !strings.Contains(errs, "configuration differs") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+	})
 	t.Run("approver executes", func(t *testing.T) {
 		path := w.approvedPlan(t, "--email", "trial7@example.test")
 		_, errs, code := w.resetctl("execute", "--config", w.bob, path)
