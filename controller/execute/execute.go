@@ -89,6 +89,9 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		return nil, fmt.Errorf("%w: the plan was made against d1 %s and kv %s, this config uses d1 %s and kv %s",
 			ErrSpecChanged, p.D1Backend, p.KVBackend, e.B.D1.Kind(), e.B.KV.Kind())
 	}
+	if p.Inventory.Stripe.Enabled && e.B.Stripe == nil {
+		return nil, fmt.Errorf("%w: the plan includes Stripe but STRIPE_API_KEY is not set (or stripe.enabled is false)", ErrSpecChanged)
+	}
 	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
 		return nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)
 	}

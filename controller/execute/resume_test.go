@@ -173,6 +173,16 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
 	})
+	t.Run("stripe key missing", func(t *testing.T) {
+		path := w.approvedPlan(t, "--email", "trial7@example.test")
+		key := w.env["STRIPE_API_KEY"]
+		w.env["STRIPE_API_KEY"] = ""
+		defer func() { w.env["STRIPE_API_KEY"] = key }()
+		_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+		if code == 0 || !strings.Contains(errs, "STRIPE_API_KEY") {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+	})
 	t.Run("approver executes", func(t *testing.T) {
 		path := w.approvedPlan(t, "--email", "trial7@example.test")
 		_, errs, code := w.resetctl("execute", "--config", w.bob, path)
