@@ -230,12 +230,12 @@ func TestRestoreAfterExpiry(t *testing.T) {
 	before := w.snapshot()
 	out := w.must("inventory", "--config", w.alice, "--email", "qa1@example.test")
 	path := planPath(t, out)
-	w.must("approve", "--config", w.bob, "--expires", "4s", path)
+	w.must("approve", "--config", w.bob, "--expires", "8s", path)
 	start := time.Now()
 	w.must("execute", "--config", w.alice, path)
 	status := w.must("status", "--config", w.alice)
 	run := strings.Fields(strings.Split(status, "\n")[1])[0]
-	time.Sleep(time.Until(start.Add(4100 * time.Millisecond)))
+	time.Sleep(time.Until(start.Add(8100 * time.Millisecond)))
 
 	_, errs, code := w.resetctl("restore", "--config", w.alice, run)
 	if code == 0 || !strings.Contains(errs, "no valid restore grant") || !strings.Contains(errs, "approve --restore") {
