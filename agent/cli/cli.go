@@ -17,6 +17,7 @@ import (
 	"github.com/prego/testreset/agent"
 	"github.com/prego/testreset/agent/audit"
 	"github.com/prego/testreset/agent/config"
+	"github.com/prego/testreset/internal/sdnotify"
 )
 
 const usage = `usage:
@@ -112,6 +113,15 @@ func serve(args []string, version string, stderr io.Writer) error {
 		}
 	}()
 	log.Info("serving", "listen", lis.Addr().String(), "version", version, "bench", cfg.Bench.Path)
+	// Signal handlers are installed and the port is bound: systemd (Type=notify) may now
+	// send SIGHUP without killing a process that cannot handle it yet.
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		log.Warn("systemd notification failed", "err", err)
+	}
+	go func() {
+		<-ctx.Done()
+		sdnotify.Notify(sdnotify.Stopping)
+	}()
 	return srv.Serve(ctx, lis, *grace)
 }
 
