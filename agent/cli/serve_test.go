@@ -46,7 +46,9 @@ func TestServeNotifiesSystemd(t *testing.T) {
 
 	done := make(chan int, 1)
 	var stderr bytes.Buffer
-	go func() { done <- cli.Main([]string{"serve", "--config", cfg, "--grace", "5s"}, "test", &bytes.Buffer{}, &stderr) }()
+	go func() {
+		done <- cli.Main([]string{"serve", "--config", cfg, "--grace", "5s"}, "test", &bytes.Buffer{}, &stderr)
+	}()
 	read := func() string {
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		buf := make([]byte, 64)
