@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"text/tabwriter"
@@ -23,20 +24,11 @@ func runAgents(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	hosts := pool.Known()
-	if len(hosts) == 0 {
-		return withHint(fmt.Errorf("no agents configured"), "list the nodes under agents.hosts in %s", cfg.Path)
+	hosts, err := agentHosts(cfg, pool, "")
+	if err != nil {
+		return err
 	}
-	out := make([]agents.Status, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = pool.Check(ctx, h)
-		}()
-	}
-	wg.Wait()
+	out := eachHost(hosts, func(h string) agents.Status { return pool.Check(ctx, h) })
 	down := 0
 	for _, s := range out {
 		if !s.Healthy {
@@ -80,4 +72,31 @@ func openAgents(path string) (*config.Config, *agents.Pool, error) {
 		return nil, nil, err
 	}
 	return cfg, pool, nil
+}
+
+// agentHosts is only, or every known agent when only is "".
+func agentHosts(cfg *config.Config, pool *agents.Pool, only string) ([]string, error) {
+	if only != "" {
+		return []string{only}, nil
+	}
+	hosts := pool.Known()
+	if len(hosts) == 0 {
+		return nil, withHint(errors.New("no agents configured"), "list the nodes under agents.hosts in %s", cfg.Path)
+	}
+	return hosts, nil
+}
+
+// eachHost asks every host at once and returns the answers in host order.
+func eachHost[T any](hosts []string, ask func(host string) T) []T {
+	out := make([]T, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = ask(h)
+		}()
+	}
+	wg.Wait()
+	return out
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -219,7 +220,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	}
 	if *restoreRun != "" {
 		if err := plan.ApproveRestore(p, *restoreRun, p.Operator.Identity, cert, key, *expires, time.Now()); err != nil {
-			if errorsIs(err, plan.ErrSelfApproval) {
+			if errors.Is(err, plan.ErrSelfApproval) {
 				return withHint(err, "a second operator approves the restore")
 			}
 			return err
@@ -239,9 +240,9 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	fmt.Fprintln(env.Stdout)
 	if err := plan.Approve(p, cert, key, *expires, time.Now()); err != nil {
 		switch {
-		case errorsIs(err, plan.ErrSelfApproval):
+		case errors.Is(err, plan.ErrSelfApproval):
 			return withHint(err, "ask a second operator to run resetctl approve")
-		case errorsIs(err, plan.ErrBlocked):
+		case errors.Is(err, plan.ErrBlocked):
 			return withHint(err, "blocked plans can never be approved; run inventory again without the blocked targets")
 		}
 		return err

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -62,23 +61,11 @@ func runSitesList(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	hosts := pool.Known()
-	if *host != "" {
-		hosts = []string{*host}
+	hosts, err := agentHosts(cfg, pool, *host)
+	if err != nil {
+		return err
 	}
-	if len(hosts) == 0 {
-		return withHint(errors.New("no agents configured"), "list the nodes under agents.hosts in %s", cfg.Path)
-	}
-	perHost := make([][]siteRow, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			perHost[i] = listHost(ctx, pool, h, cfg.Agents.Timeout)
-		}()
-	}
-	wg.Wait()
+	perHost := eachHost(hosts, func(h string) []siteRow { return listHost(ctx, pool, h, cfg.Agents.Timeout) })
 	rows := []siteRow{}
 	down := 0
 	for _, rs := range perHost {

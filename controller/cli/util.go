@@ -3,14 +3,11 @@ package cli
 import (
 	"crypto"
 	"crypto/x509"
-	"errors"
 	"fmt"
 
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/config"
 )
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }
 
 // operatorIdentity loads the configured operator certificate and key.
 func operatorIdentity(cfg *config.Config) (*x509.Certificate, crypto.Signer, error) {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/backends"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
@@ -183,7 +184,7 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 
 func (e *Executor) operator() string {
 	c, _ := e.B.Agents.Operator()
-	return plan.OperatorOf(c).Identity
+	return certs.Identity(c)
 }
 
 // Step names. Sites are named "SITE@HOST".

@@ -242,24 +242,8 @@ func Approve(p *Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Durati
 		return err
 	}
 	a := &Approval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Signature: sig}
-	for _, s := range p.Inventory.Sites {
-		if !s.Exists && !s.DBExists && !s.DBUserExists {
-			continue
-		}
-		for _, action := range []string{grant.ActionDrop, grant.ActionRestore} {
-			g, err := grant.Sign(&agentv1.GrantBody{
-				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action,
-				ExpiresAt: timestamppb.New(expires), IssuedAt: timestamppb.New(now),
-			}, cert, key)
-			if err != nil {
-				return err
-			}
-			b, err := proto.Marshal(g)
-			if err != nil {
-				return fmt.Errorf("encode grant: %w", err)
-			}
-			a.Grants = append(a.Grants, SiteGrant{Host: s.Host, Site: s.Name, Action: action, Grant: b})
-		}
+	if a.Grants, err = siteGrants(p, []string{grant.ActionDrop, grant.ActionRestore}, cert, key, expires, now); err != nil {
+		return err
 	}
 	p.Approval = a
 	return nil
@@ -319,25 +303,36 @@ func ApproveRestore(p *Plan, run string, executor string, cert *x509.Certificate
 	}
 	now = now.UTC().Truncate(time.Second)
 	ra := &RestoreApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: now.Add(ttl), Run: run}
+	if ra.Grants, err = siteGrants(p, []string{grant.ActionRestore}, cert, key, ra.ExpiresAt, now); err != nil {
+		return err
+	}
+	p.RestoreApproval = ra
+	return nil
+}
+
+// siteGrants signs one grant per action for every site of the plan that exists.
+func siteGrants(p *Plan, actions []string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
+	var out []SiteGrant
 	for _, s := range p.Inventory.Sites {
 		if !s.Exists && !s.DBExists && !s.DBUserExists {
 			continue
 		}
-		g, err := grant.Sign(&agentv1.GrantBody{
-			PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: grant.ActionRestore,
-			ExpiresAt: timestamppb.New(ra.ExpiresAt), IssuedAt: timestamppb.New(now),
-		}, cert, key)
-		if err != nil {
-			return err
+		for _, action := range actions {
+			g, err := grant.Sign(&agentv1.GrantBody{
+				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action,
+				ExpiresAt: timestamppb.New(expires), IssuedAt: timestamppb.New(now),
+			}, cert, key)
+			if err != nil {
+				return nil, err
+			}
+			b, err := proto.Marshal(g)
+			if err != nil {
+				return nil, fmt.Errorf("encode grant: %w", err)
+			}
+			out = append(out, SiteGrant{Host: s.Host, Site: s.Name, Action: action, Grant: b})
 		}
-		b, err := proto.Marshal(g)
-		if err != nil {
-			return fmt.Errorf("encode grant: %w", err)
-		}
-		ra.Grants = append(ra.Grants, SiteGrant{Host: s.Host, Site: s.Name, Action: grant.ActionRestore, Grant: b})
 	}
-	p.RestoreApproval = ra
-	return nil
+	return out, nil
 }
 
 // GrantFor returns the decoded grant for a site and action: a restore approval's, while it
