@@ -23,7 +23,9 @@ type call struct {
 	site   string
 	planID string
 	signer string
-	bytes  int64
+	// grantID is the accepted grant's id.
+	grantID string
+	bytes   int64
 	output string
 }
 

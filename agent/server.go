@@ -235,7 +235,7 @@ func (s *Server) BackupSite(req *agentv1.BackupSiteRequest, stream agentv1.Agent
 // DropSite implements Agent.
 func (s *Server) DropSite(ctx context.Context, req *agentv1.DropSiteRequest) (*agentv1.DropSiteResponse, error) {
 	c := callFrom(ctx)
-	if err := s.checkGrant(c, req.GetGrant(), req.GetSite(), grant.ActionDrop); err != nil {
+	if err := s.checkGrant(c, req.GetGrant(), req.GetSite(), req.GetPlanSha256(), grant.ActionDrop); err != nil {
 		return nil, err
 	}
 	resp, err := s.sites.Drop(ctx, req.GetSite(), req.GetDryRun())
@@ -260,7 +260,7 @@ func (s *Server) RestoreSite(stream agentv1.Agent_RestoreSiteServer) error {
 		return status.Error(codes.InvalidArgument, "restore: the first message must be begin (site, plan id, grant)")
 	}
 	c.site, c.planID = begin.GetSite(), begin.GetPlanId()
-	if err := s.checkGrant(c, begin.GetGrant(), begin.GetSite(), grant.ActionRestore); err != nil {
+	if err := s.checkGrant(c, begin.GetGrant(), begin.GetSite(), begin.GetPlanSha256(), grant.ActionRestore); err != nil {
 		return err
 	}
 	resp, err := s.sites.Restore(stream.Context(), begin.GetSite(), func() (*agentv1.RestoreSiteRequest, error) {
@@ -279,11 +279,12 @@ func (s *Server) RestoreSite(stream agentv1.Agent_RestoreSiteServer) error {
 }
 
 // checkGrant enforces the two-person rule on the node.
-func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, action string) error {
+func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, planSHA, action string) error {
 	if err := sites.ValidateName(site); err != nil {
 		return toStatus(err)
 	}
-	body, signer, err := grant.Verify(g, grant.Want{Hosts: s.hostNames(), Site: site, Action: action, Caller: c.caller}, s.tls.Pool(), s.now())
+	body, signer, err := grant.Verify(g, grant.Want{Hosts: s.hostNames(), Site: site, Action: action, PlanSHA256: planSHA,
+		Caller: c.caller, MaxLifetime: s.cfg.Grants.MaxLifetime}, s.tls.Pool(), s.now())
 	if signer != nil {
 		c.signer = certs.Identity(signer)
 	}
@@ -299,7 +300,9 @@ func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, action string) erro
 		}
 		return status.Errorf(code, "%s %s: %v", action, site, err)
 	}
-	c.signer = body.GetSigner()
+	// The signer's identity comes from its verified certificate, never from the body.
+	c.signer = certs.Identity(signer)
+	c.grantID = body.GetGrantId()
 	if c.planID == "" {
 		c.planID = body.GetPlanSha256()
 	}

@@ -448,7 +448,7 @@ func TestDropSiteGrantRefusals(t *testing.T) {
 		return g
 	}
 	signBody := func(t *testing.T, signer string, edit func(*agentv1.GrantBody)) *agentv1.Grant {
-		b := &agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: grant.ActionDrop,
+		b := &agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: grant.ActionDrop, Grantee: agenttest.Alice,
 			ExpiresAt: timestamppb.New(time.Now().Add(10 * time.Minute))}
 		edit(b)
 		g, err := a.SignGrant(signer, b)
@@ -501,7 +501,7 @@ func TestDropSiteGrantRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g, err := grant.Sign(&agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: grant.ActionDrop,
+			g, err := grant.Sign(&agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: grant.ActionDrop, Grantee: agenttest.Alice,
 				ExpiresAt: timestamppb.New(time.Now().Add(time.Minute))}, cert, key)
 			if err != nil {
 				t.Fatal(err)
@@ -530,11 +530,35 @@ func TestDropSiteGrantRefusals(t *testing.T) {
 			codes.InvalidArgument, "invalid site name"},
 		{"empty name", "", func(t *testing.T) *agentv1.Grant { return nil },
 			codes.InvalidArgument, "invalid site name"},
+		{"for another operator", site.Name, func(t *testing.T) *agentv1.Grant {
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) { b.Grantee = "carol@example.test" })
+		}, codes.PermissionDenied, "another operator"},
+		{"no grantee", site.Name, func(t *testing.T) *agentv1.Grant {
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) { b.Grantee = "" })
+		}, codes.InvalidArgument, "grantee"},
+		{"another plan", site.Name, func(t *testing.T) *agentv1.Grant {
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) { b.PlanSha256 = strings.Repeat("ab", 32) })
+		}, codes.PermissionDenied, "another plan"},
+		{"issued in the future", site.Name, func(t *testing.T) *agentv1.Grant {
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) {
+				b.IssuedAt = timestamppb.New(time.Now().Add(time.Hour))
+				b.ExpiresAt = timestamppb.New(time.Now().Add(2 * time.Hour))
+			})
+		}, codes.PermissionDenied, "in the future"},
+		{"lifetime over the maximum", site.Name, func(t *testing.T) *agentv1.Grant {
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) {
+				b.IssuedAt = timestamppb.New(time.Now().Add(-time.Hour))
+				b.ExpiresAt = timestamppb.New(time.Now().Add(8 * 24 * time.Hour))
+			})
+		}, codes.PermissionDenied, "the maximum is"},
+		{"bad grant id", site.Name, func(t *testing.T) *agentv1.Grant {
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) { b.GrantId = "x;y" })
+		}, codes.InvalidArgument, "grant id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := tt.grant(t)
-			_, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: tt.site, PlanId: planSHA, Grant: g})
+			_, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: tt.site, PlanId: planSHA, PlanSha256: planSHA, Grant: g})
 			if got := status.Code(err); got != tt.wantCode {
 				t.Fatalf("code %v (%v), want %v", got, err, tt.wantCode)
 			}
@@ -575,7 +599,7 @@ func TestDropSiteWithSecondOperatorsGrant(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dry, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, Grant: g, DryRun: true})
+	dry, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, PlanSha256: planSHA, Grant: g, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -586,7 +610,7 @@ func TestDropSiteWithSecondOperatorsGrant(t *testing.T) {
 		t.Fatalf("dry run touched the site: %v", err)
 	}
 
-	resp, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, Grant: g})
+	resp, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, PlanSha256: planSHA, Grant: g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +645,7 @@ func TestDropSiteWithSecondOperatorsGrant(t *testing.T) {
 	}
 
 	// Dropping again is success: already absent.
-	again, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, Grant: g})
+	again, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, PlanSha256: planSHA, Grant: g})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ need=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v mariadb-dump >/dev/null 2>&1 || need+=(mariadb-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# protoc finds the well-known types (google/protobuf/timestamp.proto) in libprotobuf-dev.
+[ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible-core)
 command -v ansible-lint >/dev/null 2>&1 || need+=(ansible-lint)
 

@@ -31,15 +31,19 @@ type Event struct {
 	Peer        string    `json:"peer,omitempty"`
 	Site        string    `json:"site,omitempty"`
 	PlanID      string    `json:"plan_id,omitempty"`
-	GrantSigner string    `json:"grant_signer,omitempty"`
-	Success     bool      `json:"success"`
-	Result      string    `json:"result"` // gRPC code name
-	Error       string    `json:"error,omitempty"`
-	DurationMS  int64     `json:"duration_ms"`
-	Bytes       int64     `json:"bytes,omitempty"`
-	Output      string    `json:"output,omitempty"` // e.g. bench drop-site output
-	Seq         int64     `json:"seq"`
-	Prev        string    `json:"prev"` // sha256 of the previous line ("" for the very first)
+	GrantSigner string    `json:"grant_signer,omitempty"` // from the signer's verified certificate
+	GrantID     string    `json:"grant_id,omitempty"`
+	// Subject and Issuer of the certificate a refused TLS client presented.
+	Subject    string `json:"subject,omitempty"`
+	Issuer     string `json:"issuer,omitempty"`
+	Success    bool   `json:"success"`
+	Result     string `json:"result"` // gRPC code name
+	Error      string `json:"error,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	Bytes      int64  `json:"bytes,omitempty"`
+	Output     string `json:"output,omitempty"` // e.g. bench drop-site output
+	Seq        int64  `json:"seq"`
+	Prev       string `json:"prev"` // sha256 of the previous line ("" for the very first)
 }
 
 // Log appends events. It is safe for concurrent use.

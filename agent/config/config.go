@@ -11,9 +11,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prego/testreset/internal/yamlfile"
 )
+
+// DefaultStateDir is where the agent keeps its state when state_dir is not set.
+const DefaultStateDir = "/var/lib/reset-agent"
 
 // Config is the agent configuration file.
 type Config struct {
@@ -39,7 +43,24 @@ type Config struct {
 		ClientCommand string `yaml:"client_command"`
 	} `yaml:"mariadb"`
 	ProtectedSites []string `yaml:"protected_sites"`
-	Audit          struct {
+	// StateDir holds what the agent must remember across restarts: the sha256 of every
+	// artifact it produced, the grant ids it accepted, markers of restores in progress.
+	StateDir string `yaml:"state_dir"`
+	Grants   struct {
+		// MaxLifetime bounds expires_at - issued_at of a grant (default 168h).
+		MaxLifetime time.Duration `yaml:"max_lifetime"`
+	} `yaml:"grants"`
+	Limits struct {
+		// MaxArtifactBytes bounds one received artifact (default 64 GiB).
+		MaxArtifactBytes int64 `yaml:"max_artifact_bytes"`
+		// MaxExtractedBytes and MaxEntries bound what a restore unpacks when the agent has no
+		// record of the artifact's own size (an artifact named by a grant).
+		MaxExtractedBytes int64 `yaml:"max_extracted_bytes"`
+		MaxEntries        int64 `yaml:"max_entries"`
+		// MinFreeBytes is kept free on the bench file system while writing (default 1 GiB).
+		MinFreeBytes int64 `yaml:"min_free_bytes"`
+	} `yaml:"limits"`
+	Audit struct {
 		Path string `yaml:"path"`
 	} `yaml:"audit"`
 	Log struct {
@@ -70,6 +91,25 @@ func (c *Config) resolve(dir string) {
 	rel(&c.Bench.ArchivePath)
 	rel(&c.MariaDB.PasswordFile)
 	rel(&c.Audit.Path)
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	rel(&c.StateDir)
+	if c.Grants.MaxLifetime == 0 {
+		c.Grants.MaxLifetime = 7 * 24 * time.Hour
+	}
+	if c.Limits.MaxArtifactBytes == 0 {
+		c.Limits.MaxArtifactBytes = 64 << 30
+	}
+	if c.Limits.MaxExtractedBytes == 0 {
+		c.Limits.MaxExtractedBytes = 256 << 30
+	}
+	if c.Limits.MaxEntries == 0 {
+		c.Limits.MaxEntries = 1_000_000
+	}
+	if c.Limits.MinFreeBytes == 0 {
+		c.Limits.MinFreeBytes = 1 << 30
+	}
 	if c.MariaDB.Socket != "" && !filepath.IsAbs(c.MariaDB.Socket) {
 		rel(&c.MariaDB.Socket)
 	}
@@ -139,6 +179,18 @@ func (c *Config) validate() error {
 	}
 	if c.Audit.Path == "" {
 		bad("audit.path", "required")
+	}
+	if c.Grants.MaxLifetime < 0 {
+		bad("grants.max_lifetime", "%s is negative", c.Grants.MaxLifetime)
+	}
+	for _, l := range []struct {
+		key string
+		v   int64
+	}{{"limits.max_artifact_bytes", c.Limits.MaxArtifactBytes}, {"limits.max_extracted_bytes", c.Limits.MaxExtractedBytes},
+		{"limits.max_entries", c.Limits.MaxEntries}, {"limits.min_free_bytes", c.Limits.MinFreeBytes}} {
+		if l.v < 0 {
+			bad(l.key, "%d is negative", l.v)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

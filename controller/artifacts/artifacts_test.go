@@ -178,7 +178,7 @@ func TestReceiveBackupDropRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, Grant: drop}); err != nil {
+	if _, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site.Name, PlanId: planSHA, PlanSha256: planSHA, Grant: drop}); err != nil {
 		t.Fatal(err)
 	}
 	restore, err := a.Grant(agenttest.Bob, site.Name, grant.ActionRestore, planSHA, time.Minute)
@@ -189,7 +189,7 @@ func TestReceiveBackupDropRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rs.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site.Name, PlanId: planSHA, Grant: restore}}}); err != nil {
+	if err := rs.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site.Name, PlanId: planSHA, PlanSha256: planSHA, Grant: restore}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := artifacts.Send(ctx, rs, fromManifest); err != nil {

@@ -162,7 +162,7 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, ho
 	if err != nil {
 		return "", err
 	}
-	if err := stream.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site, PlanId: runID, Grant: g}}}); err != nil {
+	if err := stream.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site, PlanId: runID, PlanSha256: p.PlanSHA256, Grant: g}}}); err != nil {
 		return "", fmt.Errorf("restore %s: %w", site, err)
 	}
 	sendErr := artifacts.Send(ctx, stream, send)

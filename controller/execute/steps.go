@@ -45,7 +45,7 @@ func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run,
 	if err != nil {
 		return "", err
 	}
-	resp, err := client.DropSite(ctx, &agentv1.DropSiteRequest{Site: site, PlanId: run.ID, Grant: g})
+	resp, err := client.DropSite(ctx, &agentv1.DropSiteRequest{Site: site, PlanId: run.ID, PlanSha256: p.PlanSHA256, Grant: g})
 	if err != nil {
 		return "", fmt.Errorf("drop %s on %s: %w", site, host, err)
 	}

@@ -242,7 +242,10 @@ func Approve(p *Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Durati
 		return err
 	}
 	a := &Approval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Signature: sig}
-	if a.Grants, err = siteGrants(p, []string{grant.ActionDrop, grant.ActionRestore}, cert, key, expires, now); err != nil {
+	if ttl > grant.DefaultMaxLifetime {
+		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
+	}
+	if a.Grants, err = siteGrants(p, []string{grant.ActionDrop, grant.ActionRestore}, p.Operator.Identity, cert, key, expires, now); err != nil {
 		return err
 	}
 	p.Approval = a
@@ -301,17 +304,21 @@ func ApproveRestore(p *Plan, run string, executor string, cert *x509.Certificate
 	if ttl <= 0 {
 		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
 	}
+	if ttl > grant.DefaultMaxLifetime {
+		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
+	}
 	now = now.UTC().Truncate(time.Second)
 	ra := &RestoreApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: now.Add(ttl), Run: run}
-	if ra.Grants, err = siteGrants(p, []string{grant.ActionRestore}, cert, key, ra.ExpiresAt, now); err != nil {
+	if ra.Grants, err = siteGrants(p, []string{grant.ActionRestore}, executor, cert, key, ra.ExpiresAt, now); err != nil {
 		return err
 	}
 	p.RestoreApproval = ra
 	return nil
 }
 
-// siteGrants signs one grant per action for every site of the plan that exists.
-func siteGrants(p *Plan, actions []string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
+// siteGrants signs one grant per action for every site of the plan that exists, each usable
+// only by grantee.
+func siteGrants(p *Plan, actions []string, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
 	var out []SiteGrant
 	for _, s := range p.Inventory.Sites {
 		if !s.Exists && !s.DBExists && !s.DBUserExists {
@@ -319,7 +326,7 @@ func siteGrants(p *Plan, actions []string, cert *x509.Certificate, key crypto.Si
 		}
 		for _, action := range actions {
 			g, err := grant.Sign(&agentv1.GrantBody{
-				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action,
+				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action, Grantee: grantee,
 				ExpiresAt: timestamppb.New(expires), IssuedAt: timestamppb.New(now),
 			}, cert, key)
 			if err != nil {

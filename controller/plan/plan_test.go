@@ -84,7 +84,7 @@ func TestApproveAndVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, signer, err := grant.Verify(g, grant.Want{Hosts: []string{"node1.internal"}, Site: "qa1a.erp.example.test", Action: action, Caller: alice}, roots, now); err != nil || certs.Identity(signer) != "bob@example.test" {
+		if _, signer, err := grant.Verify(g, grant.Want{Hosts: []string{"node1.internal"}, Site: "qa1a.erp.example.test", Action: action, PlanSHA256: p.PlanSHA256, Caller: alice}, roots, now); err != nil || certs.Identity(signer) != "bob@example.test" {
 			t.Fatalf("%s grant: %v", action, err)
 		}
 	}

@@ -304,11 +304,22 @@ func (a *Agent) Client(operator string) (agentv1.AgentClient, error) {
 }
 
 // Grant returns a grant signed by signer's certificate for action on site of this agent's
-// host, expiring ttl from now (a negative ttl gives an expired grant).
+// host, expiring ttl from now (a negative ttl gives an expired grant). Its grantee is Alice,
+// or Bob when Alice signs.
 func (a *Agent) Grant(signer, site, action, planSHA string, ttl time.Duration) (*agentv1.Grant, error) {
+	grantee := Alice
+	if signer == Alice {
+		grantee = Bob
+	}
+	now := time.Now()
+	expires := now.Add(ttl)
+	issued := now
+	if ttl <= 0 {
+		issued = expires.Add(-time.Hour)
+	}
 	return a.SignGrant(signer, &agentv1.GrantBody{
-		PlanSha256: planSHA, Host: a.Host, Site: site, Action: action,
-		ExpiresAt: timestamppb.New(time.Now().Add(ttl)),
+		PlanSha256: planSHA, Host: a.Host, Site: site, Action: action, Grantee: grantee,
+		IssuedAt: timestamppb.New(issued), ExpiresAt: timestamppb.New(expires),
 	})
 }
 
@@ -441,6 +452,8 @@ type AgentYAMLOptions struct {
 	BaseDir string
 	// DumpCommand overrides mariadb-dump.
 	DumpCommand string
+	// StateDir is the agent's state folder; "" = agent-state beside the audit folder.
+	StateDir string
 }
 
 // AgentYAML renders an agent.yaml (root over the MariaDB socket).
@@ -470,6 +483,11 @@ func AgentYAML(o AgentYAMLOptions) string {
 	}
 	b.WriteString("]\n")
 	fmt.Fprintf(&b, "audit:\n  path: %s\n", rel(o.Audit))
+	state := o.StateDir
+	if state == "" {
+		state = filepath.Join(filepath.Dir(filepath.Dir(o.Audit)), "agent-state")
+	}
+	fmt.Fprintf(&b, "state_dir: %s\n", rel(state))
 	return b.String()
 }
 

@@ -5,9 +5,12 @@ package grant
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -32,12 +35,41 @@ var (
 	ErrUntrusted = errors.New("grant signer is not a trusted operator")
 	ErrSelf      = errors.New("grant signed by the caller (two-person rule)")
 	ErrMismatch  = errors.New("grant is for another host, site or action")
+	ErrGrantee   = errors.New("grant is for another operator")
+	ErrPlan      = errors.New("grant is for another plan")
+	ErrLifetime  = errors.New("grant lifetime not allowed")
+	ErrReplayed  = errors.New("grant already used")
 )
 
-// Sign returns a grant for body signed by the operator's certificate and key.
+// DefaultMaxLifetime bounds expires_at - issued_at when the verifier sets no maximum.
+const DefaultMaxLifetime = 7 * 24 * time.Hour
+
+// ClockSkew is how far in the future issued_at may be (clocks of two machines differ).
+const ClockSkew = time.Minute
+
+// NewID returns a random grant id.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("grant: random id: %v", err)) // crypto/rand never fails on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+var (
+	idRe     = regexp.MustCompile(`^[A-Za-z0-9_-]{8,64}$`)
+	sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// Sign returns a grant for body signed by the operator's certificate and key. It fills
+// issued_at (now) and grant_id (random) when they are empty, and signer from the certificate.
+// body.Grantee must name the operator who will use the grant.
 func Sign(body *agentv1.GrantBody, cert *x509.Certificate, key crypto.Signer) (*agentv1.Grant, error) {
 	if body.GetIssuedAt() == nil {
 		body.IssuedAt = timestamppb.Now()
+	}
+	if body.GetGrantId() == "" {
+		body.GrantId = NewID()
 	}
 	body.Signer = certs.Identity(cert)
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(body)
@@ -56,8 +88,13 @@ type Want struct {
 	Hosts  []string // any of the node's names
 	Site   string
 	Action string
-	// Caller is the mTLS caller's certificate; the signer must be someone else.
+	// PlanSHA256 is the plan the call names; the grant's must be the same.
+	PlanSHA256 string
+	// Caller is the mTLS caller's certificate; the signer must be someone else and the
+	// grantee must be the caller.
 	Caller *x509.Certificate
+	// MaxLifetime bounds expires_at - issued_at; 0 = DefaultMaxLifetime.
+	MaxLifetime time.Duration
 }
 
 // Verify checks g against roots at now and returns its body and signer.
@@ -69,8 +106,23 @@ func Verify(g *agentv1.Grant, want Want, roots *x509.CertPool, now time.Time) (*
 	if err := proto.Unmarshal(g.Body, &body); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if body.PlanSha256 == "" || body.Site == "" || body.Host == "" || body.Action == "" || body.ExpiresAt == nil {
-		return nil, nil, fmt.Errorf("%w: plan, host, site, action and expiry are required", ErrMalformed)
+	if body.PlanSha256 == "" || body.Site == "" || body.Host == "" || body.Action == "" || body.ExpiresAt == nil ||
+		body.IssuedAt == nil || body.Grantee == "" || body.GrantId == "" {
+		return nil, nil, fmt.Errorf("%w: plan, host, site, action, grantee, grant id, issue and expiry times are required", ErrMalformed)
+	}
+	if !idRe.MatchString(body.GrantId) {
+		return nil, nil, fmt.Errorf("%w: grant id is not 8 to 64 of [A-Za-z0-9_-]", ErrMalformed)
+	}
+	for _, h := range body.ArtifactSha256 {
+		if !sha256Re.MatchString(h) {
+			return nil, nil, fmt.Errorf("%w: artifact sha256 is not 64 lower-case hex digits", ErrMalformed)
+		}
+	}
+	if err := body.ExpiresAt.CheckValid(); err != nil {
+		return nil, nil, fmt.Errorf("%w: expires_at: %v", ErrMalformed, err)
+	}
+	if err := body.IssuedAt.CheckValid(); err != nil {
+		return nil, nil, fmt.Errorf("%w: issued_at: %v", ErrMalformed, err)
 	}
 	signer, err := certs.VerifyOperatorSignature(g.SignerCertificate, g.Signature, g.Body, roots, now)
 	switch {
@@ -79,11 +131,31 @@ func Verify(g *agentv1.Grant, want Want, roots *x509.CertPool, now time.Time) (*
 	case err != nil:
 		return nil, nil, fmt.Errorf("%w: %v", ErrUntrusted, err)
 	}
-	if !now.Before(body.ExpiresAt.AsTime()) {
-		return nil, nil, fmt.Errorf("%w at %s", ErrExpired, body.ExpiresAt.AsTime().UTC().Format(time.RFC3339))
+	issued, expires := body.IssuedAt.AsTime(), body.ExpiresAt.AsTime()
+	if issued.After(now.Add(ClockSkew)) {
+		return nil, nil, fmt.Errorf("%w: issued_at %s is in the future", ErrLifetime, issued.UTC().Format(time.RFC3339))
 	}
-	if want.Caller != nil && (certs.Identity(signer) == certs.Identity(want.Caller) || signer.Equal(want.Caller)) {
+	maxLife := want.MaxLifetime
+	if maxLife <= 0 {
+		maxLife = DefaultMaxLifetime
+	}
+	if life := expires.Sub(issued); life > maxLife || life <= 0 {
+		return nil, nil, fmt.Errorf("%w: valid for %s from issued_at, the maximum is %s", ErrLifetime, life, maxLife)
+	}
+	if !now.Before(expires) {
+		return nil, nil, fmt.Errorf("%w at %s", ErrExpired, expires.UTC().Format(time.RFC3339))
+	}
+	if want.Caller == nil {
+		return nil, nil, fmt.Errorf("%w: no caller to check the grantee against", ErrGrantee)
+	}
+	if certs.Identity(signer) == certs.Identity(want.Caller) || signer.Equal(want.Caller) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrSelf, certs.Identity(signer))
+	}
+	if body.Grantee != certs.Identity(want.Caller) {
+		return nil, nil, fmt.Errorf("%w: grantee %q, caller %q", ErrGrantee, body.Grantee, certs.Identity(want.Caller))
+	}
+	if body.PlanSha256 != want.PlanSHA256 {
+		return nil, nil, fmt.Errorf("%w: grant plan %q, call plan %q", ErrPlan, body.PlanSha256, want.PlanSHA256)
 	}
 	if body.Action != want.Action {
 		return nil, nil, fmt.Errorf("%w: action %q, want %q", ErrMismatch, body.Action, want.Action)

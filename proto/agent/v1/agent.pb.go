@@ -77,6 +77,62 @@ func (ArtifactKind) EnumDescriptor() ([]byte, []int) {
 	return file_agent_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
+// What RestoreSite did with one part of a site.
+type PartStatus int32
+
+const (
+	PartStatus_PART_STATUS_UNSPECIFIED PartStatus = 0
+	// Missing before the call; restored and verified.
+	PartStatus_PART_STATUS_RESTORED PartStatus = 1
+	// Present before the call and left as it is (verified to belong to the site).
+	PartStatus_PART_STATUS_PRESENT PartStatus = 2
+	// Could not be restored or verified; detail says why.
+	PartStatus_PART_STATUS_FAILED PartStatus = 3
+)
+
+// Enum value maps for PartStatus.
+var (
+	PartStatus_name = map[int32]string{
+		0: "PART_STATUS_UNSPECIFIED",
+		1: "PART_STATUS_RESTORED",
+		2: "PART_STATUS_PRESENT",
+		3: "PART_STATUS_FAILED",
+	}
+	PartStatus_value = map[string]int32{
+		"PART_STATUS_UNSPECIFIED": 0,
+		"PART_STATUS_RESTORED":    1,
+		"PART_STATUS_PRESENT":     2,
+		"PART_STATUS_FAILED":      3,
+	}
+)
+
+func (x PartStatus) Enum() *PartStatus {
+	p := new(PartStatus)
+	*p = x
+	return p
+}
+
+func (x PartStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PartStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (PartStatus) Type() protoreflect.EnumType {
+	return &file_agent_v1_agent_proto_enumTypes[1]
+}
+
+func (x PartStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PartStatus.Descriptor instead.
+func (PartStatus) EnumDescriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
 type InfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -917,9 +973,17 @@ type GrantBody struct {
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	IssuedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
 	// The signer's identity, repeated here for readability; the certificate is authoritative.
-	Signer        string `protobuf:"bytes,7,opt,name=signer,proto3" json:"signer,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Signer string `protobuf:"bytes,7,opt,name=signer,proto3" json:"signer,omitempty"`
+	// Identity (certificate e-mail) of the only operator who may use the grant as the mTLS
+	// caller.
+	Grantee string `protobuf:"bytes,8,opt,name=grantee,proto3" json:"grantee,omitempty"`
+	// Random unique id. A node records every grant id it accepted and refuses a second use.
+	GrantId string `protobuf:"bytes,9,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// Restore only: lower-case hex sha256 of artifacts the node may restore although it did not
+	// produce them itself.
+	ArtifactSha256 []string `protobuf:"bytes,10,rep,name=artifact_sha256,json=artifactSha256,proto3" json:"artifact_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GrantBody) Reset() {
@@ -1001,12 +1065,35 @@ func (x *GrantBody) GetSigner() string {
 	return ""
 }
 
+func (x *GrantBody) GetGrantee() string {
+	if x != nil {
+		return x.Grantee
+	}
+	return ""
+}
+
+func (x *GrantBody) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *GrantBody) GetArtifactSha256() []string {
+	if x != nil {
+		return x.ArtifactSha256
+	}
+	return nil
+}
+
 type DropSiteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
-	PlanId        string                 `protobuf:"bytes,2,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
-	Grant         *Grant                 `protobuf:"bytes,3,opt,name=grant,proto3" json:"grant,omitempty"`
-	DryRun        bool                   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Site   string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	PlanId string                 `protobuf:"bytes,2,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	Grant  *Grant                 `protobuf:"bytes,3,opt,name=grant,proto3" json:"grant,omitempty"`
+	DryRun bool                   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The plan the call belongs to; must equal the grant's plan_sha256.
+	PlanSha256    string `protobuf:"bytes,5,opt,name=plan_sha256,json=planSha256,proto3" json:"plan_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1067,6 +1154,13 @@ func (x *DropSiteRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *DropSiteRequest) GetPlanSha256() string {
+	if x != nil {
+		return x.PlanSha256
+	}
+	return ""
 }
 
 type AbsenceCheck struct {
@@ -1226,10 +1320,12 @@ func (x *DropSiteResponse) GetOutput() string {
 }
 
 type RestoreBegin struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
-	PlanId        string                 `protobuf:"bytes,2,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
-	Grant         *Grant                 `protobuf:"bytes,3,opt,name=grant,proto3" json:"grant,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Site   string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	PlanId string                 `protobuf:"bytes,2,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	Grant  *Grant                 `protobuf:"bytes,3,opt,name=grant,proto3" json:"grant,omitempty"`
+	// The plan the call belongs to; must equal the grant's plan_sha256.
+	PlanSha256    string `protobuf:"bytes,4,opt,name=plan_sha256,json=planSha256,proto3" json:"plan_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1283,6 +1379,13 @@ func (x *RestoreBegin) GetGrant() *Grant {
 		return x.Grant
 	}
 	return nil
+}
+
+func (x *RestoreBegin) GetPlanSha256() string {
+	if x != nil {
+		return x.PlanSha256
+	}
+	return ""
 }
 
 type RestoreSiteRequest struct {
@@ -1401,20 +1504,95 @@ func (*RestoreSiteRequest_Chunk) isRestoreSiteRequest_Msg() {}
 
 func (*RestoreSiteRequest_Trailer) isRestoreSiteRequest_Msg() {}
 
+type RestorePart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "database", "db_user" or "folder".
+	Part   string     `protobuf:"bytes,1,opt,name=part,proto3" json:"part,omitempty"`
+	Status PartStatus `protobuf:"varint,2,opt,name=status,proto3,enum=reset.agent.v1.PartStatus" json:"status,omitempty"`
+	// Present and checked after the call.
+	Verified      bool   `protobuf:"varint,3,opt,name=verified,proto3" json:"verified,omitempty"`
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestorePart) Reset() {
+	*x = RestorePart{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestorePart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestorePart) ProtoMessage() {}
+
+func (x *RestorePart) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestorePart.ProtoReflect.Descriptor instead.
+func (*RestorePart) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RestorePart) GetPart() string {
+	if x != nil {
+		return x.Part
+	}
+	return ""
+}
+
+func (x *RestorePart) GetStatus() PartStatus {
+	if x != nil {
+		return x.Status
+	}
+	return PartStatus_PART_STATUS_UNSPECIFIED
+}
+
+func (x *RestorePart) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+func (x *RestorePart) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type RestoreSiteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
-	DbName        string                 `protobuf:"bytes,2,opt,name=db_name,json=dbName,proto3" json:"db_name,omitempty"`
-	DbBytes       int64                  `protobuf:"varint,3,opt,name=db_bytes,json=dbBytes,proto3" json:"db_bytes,omitempty"`
-	FilesBytes    int64                  `protobuf:"varint,4,opt,name=files_bytes,json=filesBytes,proto3" json:"files_bytes,omitempty"`
-	Steps         []string               `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Site       string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	DbName     string                 `protobuf:"bytes,2,opt,name=db_name,json=dbName,proto3" json:"db_name,omitempty"`
+	DbBytes    int64                  `protobuf:"varint,3,opt,name=db_bytes,json=dbBytes,proto3" json:"db_bytes,omitempty"`
+	FilesBytes int64                  `protobuf:"varint,4,opt,name=files_bytes,json=filesBytes,proto3" json:"files_bytes,omitempty"`
+	Steps      []string               `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
+	// One entry per part: database, db_user, folder.
+	Parts []*RestorePart `protobuf:"bytes,6,rep,name=parts,proto3" json:"parts,omitempty"`
+	// True when every part is present and verified after the call. A call that cannot bring
+	// every part back fails with an error instead of answering.
+	Complete      bool `protobuf:"varint,7,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreSiteResponse) Reset() {
 	*x = RestoreSiteResponse{}
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1604,7 @@ func (x *RestoreSiteResponse) String() string {
 func (*RestoreSiteResponse) ProtoMessage() {}
 
 func (x *RestoreSiteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1617,7 @@ func (x *RestoreSiteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSiteResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSiteResponse) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestoreSiteResponse) GetSite() string {
@@ -1475,6 +1653,20 @@ func (x *RestoreSiteResponse) GetSteps() []string {
 		return x.Steps
 	}
 	return nil
+}
+
+func (x *RestoreSiteResponse) GetParts() []*RestorePart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *RestoreSiteResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
 }
 
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -1542,7 +1734,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x05Grant\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12-\n" +
-	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"\xf8\x01\n" +
+	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"\xd6\x02\n" +
 	"\tGrantBody\x12\x1f\n" +
 	"\vplan_sha256\x18\x01 \x01(\tR\n" +
 	"planSha256\x12\x12\n" +
@@ -1552,12 +1744,18 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
 	"\tissued_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x16\n" +
-	"\x06signer\x18\a \x01(\tR\x06signer\"\x84\x01\n" +
+	"\x06signer\x18\a \x01(\tR\x06signer\x12\x18\n" +
+	"\agrantee\x18\b \x01(\tR\agrantee\x12\x19\n" +
+	"\bgrant_id\x18\t \x01(\tR\agrantId\x12'\n" +
+	"\x0fartifact_sha256\x18\n" +
+	" \x03(\tR\x0eartifactSha256\"\xa5\x01\n" +
 	"\x0fDropSiteRequest\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x17\n" +
 	"\aplan_id\x18\x02 \x01(\tR\x06planId\x12+\n" +
 	"\x05grant\x18\x03 \x01(\v2\x15.reset.agent.v1.GrantR\x05grant\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"}\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x1f\n" +
+	"\vplan_sha256\x18\x05 \x01(\tR\n" +
+	"planSha256\"}\n" +
 	"\fAbsenceCheck\x12#\n" +
 	"\rfolder_absent\x18\x01 \x01(\bR\ffolderAbsent\x12'\n" +
 	"\x0fdatabase_absent\x18\x02 \x01(\bR\x0edatabaseAbsent\x12\x1f\n" +
@@ -1570,28 +1768,43 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x0ealready_absent\x18\x04 \x01(\bR\ralreadyAbsent\x122\n" +
 	"\x05check\x18\x05 \x01(\v2\x1c.reset.agent.v1.AbsenceCheckR\x05check\x12#\n" +
 	"\rarchived_path\x18\x06 \x01(\tR\farchivedPath\x12\x16\n" +
-	"\x06output\x18\a \x01(\tR\x06output\"h\n" +
+	"\x06output\x18\a \x01(\tR\x06output\"\x89\x01\n" +
 	"\fRestoreBegin\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x17\n" +
 	"\aplan_id\x18\x02 \x01(\tR\x06planId\x12+\n" +
-	"\x05grant\x18\x03 \x01(\v2\x15.reset.agent.v1.GrantR\x05grant\"\xf7\x01\n" +
+	"\x05grant\x18\x03 \x01(\v2\x15.reset.agent.v1.GrantR\x05grant\x12\x1f\n" +
+	"\vplan_sha256\x18\x04 \x01(\tR\n" +
+	"planSha256\"\xf7\x01\n" +
 	"\x12RestoreSiteRequest\x124\n" +
 	"\x05begin\x18\x01 \x01(\v2\x1c.reset.agent.v1.RestoreBeginH\x00R\x05begin\x128\n" +
 	"\x06header\x18\x02 \x01(\v2\x1e.reset.agent.v1.ArtifactHeaderH\x00R\x06header\x12-\n" +
 	"\x05chunk\x18\x03 \x01(\v2\x15.reset.agent.v1.ChunkH\x00R\x05chunk\x12;\n" +
 	"\atrailer\x18\x04 \x01(\v2\x1f.reset.agent.v1.ArtifactTrailerH\x00R\atrailerB\x05\n" +
-	"\x03msg\"\x94\x01\n" +
+	"\x03msg\"\x89\x01\n" +
+	"\vRestorePart\x12\x12\n" +
+	"\x04part\x18\x01 \x01(\tR\x04part\x122\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1a.reset.agent.v1.PartStatusR\x06status\x12\x1a\n" +
+	"\bverified\x18\x03 \x01(\bR\bverified\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xe3\x01\n" +
 	"\x13RestoreSiteResponse\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x17\n" +
 	"\adb_name\x18\x02 \x01(\tR\x06dbName\x12\x19\n" +
 	"\bdb_bytes\x18\x03 \x01(\x03R\adbBytes\x12\x1f\n" +
 	"\vfiles_bytes\x18\x04 \x01(\x03R\n" +
 	"filesBytes\x12\x14\n" +
-	"\x05steps\x18\x05 \x03(\tR\x05steps*b\n" +
+	"\x05steps\x18\x05 \x03(\tR\x05steps\x121\n" +
+	"\x05parts\x18\x06 \x03(\v2\x1b.reset.agent.v1.RestorePartR\x05parts\x12\x1a\n" +
+	"\bcomplete\x18\a \x01(\bR\bcomplete*b\n" +
 	"\fArtifactKind\x12\x1d\n" +
 	"\x19ARTIFACT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ARTIFACT_KIND_DATABASE\x10\x01\x12\x17\n" +
-	"\x13ARTIFACT_KIND_FILES\x10\x022\xf4\x03\n" +
+	"\x13ARTIFACT_KIND_FILES\x10\x02*t\n" +
+	"\n" +
+	"PartStatus\x12\x1b\n" +
+	"\x17PART_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14PART_STATUS_RESTORED\x10\x01\x12\x17\n" +
+	"\x13PART_STATUS_PRESENT\x10\x02\x12\x16\n" +
+	"\x12PART_STATUS_FAILED\x10\x032\xf4\x03\n" +
 	"\x05Agent\x12A\n" +
 	"\x04Info\x12\x1b.reset.agent.v1.InfoRequest\x1a\x1c.reset.agent.v1.InfoResponse\x12P\n" +
 	"\tListSites\x12 .reset.agent.v1.ListSitesRequest\x1a!.reset.agent.v1.ListSitesResponse\x12V\n" +
@@ -1613,69 +1826,73 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_v1_agent_proto_rawDescData
 }
 
-var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_agent_v1_agent_proto_goTypes = []any{
 	(ArtifactKind)(0),             // 0: reset.agent.v1.ArtifactKind
-	(*InfoRequest)(nil),           // 1: reset.agent.v1.InfoRequest
-	(*InfoResponse)(nil),          // 2: reset.agent.v1.InfoResponse
-	(*Site)(nil),                  // 3: reset.agent.v1.Site
-	(*ListSitesRequest)(nil),      // 4: reset.agent.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),     // 5: reset.agent.v1.ListSitesResponse
-	(*InspectSiteRequest)(nil),    // 6: reset.agent.v1.InspectSiteRequest
-	(*InspectSiteResponse)(nil),   // 7: reset.agent.v1.InspectSiteResponse
-	(*ArtifactHeader)(nil),        // 8: reset.agent.v1.ArtifactHeader
-	(*ArtifactTrailer)(nil),       // 9: reset.agent.v1.ArtifactTrailer
-	(*Chunk)(nil),                 // 10: reset.agent.v1.Chunk
-	(*BackupSiteRequest)(nil),     // 11: reset.agent.v1.BackupSiteRequest
-	(*BackupSiteResponse)(nil),    // 12: reset.agent.v1.BackupSiteResponse
-	(*Grant)(nil),                 // 13: reset.agent.v1.Grant
-	(*GrantBody)(nil),             // 14: reset.agent.v1.GrantBody
-	(*DropSiteRequest)(nil),       // 15: reset.agent.v1.DropSiteRequest
-	(*AbsenceCheck)(nil),          // 16: reset.agent.v1.AbsenceCheck
-	(*DropSiteResponse)(nil),      // 17: reset.agent.v1.DropSiteResponse
-	(*RestoreBegin)(nil),          // 18: reset.agent.v1.RestoreBegin
-	(*RestoreSiteRequest)(nil),    // 19: reset.agent.v1.RestoreSiteRequest
-	(*RestoreSiteResponse)(nil),   // 20: reset.agent.v1.RestoreSiteResponse
-	nil,                           // 21: reset.agent.v1.InspectSiteResponse.ConfigEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(PartStatus)(0),               // 1: reset.agent.v1.PartStatus
+	(*InfoRequest)(nil),           // 2: reset.agent.v1.InfoRequest
+	(*InfoResponse)(nil),          // 3: reset.agent.v1.InfoResponse
+	(*Site)(nil),                  // 4: reset.agent.v1.Site
+	(*ListSitesRequest)(nil),      // 5: reset.agent.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),     // 6: reset.agent.v1.ListSitesResponse
+	(*InspectSiteRequest)(nil),    // 7: reset.agent.v1.InspectSiteRequest
+	(*InspectSiteResponse)(nil),   // 8: reset.agent.v1.InspectSiteResponse
+	(*ArtifactHeader)(nil),        // 9: reset.agent.v1.ArtifactHeader
+	(*ArtifactTrailer)(nil),       // 10: reset.agent.v1.ArtifactTrailer
+	(*Chunk)(nil),                 // 11: reset.agent.v1.Chunk
+	(*BackupSiteRequest)(nil),     // 12: reset.agent.v1.BackupSiteRequest
+	(*BackupSiteResponse)(nil),    // 13: reset.agent.v1.BackupSiteResponse
+	(*Grant)(nil),                 // 14: reset.agent.v1.Grant
+	(*GrantBody)(nil),             // 15: reset.agent.v1.GrantBody
+	(*DropSiteRequest)(nil),       // 16: reset.agent.v1.DropSiteRequest
+	(*AbsenceCheck)(nil),          // 17: reset.agent.v1.AbsenceCheck
+	(*DropSiteResponse)(nil),      // 18: reset.agent.v1.DropSiteResponse
+	(*RestoreBegin)(nil),          // 19: reset.agent.v1.RestoreBegin
+	(*RestoreSiteRequest)(nil),    // 20: reset.agent.v1.RestoreSiteRequest
+	(*RestorePart)(nil),           // 21: reset.agent.v1.RestorePart
+	(*RestoreSiteResponse)(nil),   // 22: reset.agent.v1.RestoreSiteResponse
+	nil,                           // 23: reset.agent.v1.InspectSiteResponse.ConfigEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
-	3,  // 0: reset.agent.v1.ListSitesResponse.sites:type_name -> reset.agent.v1.Site
-	3,  // 1: reset.agent.v1.InspectSiteResponse.site:type_name -> reset.agent.v1.Site
-	21, // 2: reset.agent.v1.InspectSiteResponse.config:type_name -> reset.agent.v1.InspectSiteResponse.ConfigEntry
+	4,  // 0: reset.agent.v1.ListSitesResponse.sites:type_name -> reset.agent.v1.Site
+	4,  // 1: reset.agent.v1.InspectSiteResponse.site:type_name -> reset.agent.v1.Site
+	23, // 2: reset.agent.v1.InspectSiteResponse.config:type_name -> reset.agent.v1.InspectSiteResponse.ConfigEntry
 	0,  // 3: reset.agent.v1.ArtifactHeader.kind:type_name -> reset.agent.v1.ArtifactKind
-	22, // 4: reset.agent.v1.ArtifactHeader.started_at:type_name -> google.protobuf.Timestamp
+	24, // 4: reset.agent.v1.ArtifactHeader.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: reset.agent.v1.ArtifactTrailer.kind:type_name -> reset.agent.v1.ArtifactKind
-	8,  // 6: reset.agent.v1.BackupSiteResponse.header:type_name -> reset.agent.v1.ArtifactHeader
-	10, // 7: reset.agent.v1.BackupSiteResponse.chunk:type_name -> reset.agent.v1.Chunk
-	9,  // 8: reset.agent.v1.BackupSiteResponse.trailer:type_name -> reset.agent.v1.ArtifactTrailer
-	22, // 9: reset.agent.v1.GrantBody.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 10: reset.agent.v1.GrantBody.issued_at:type_name -> google.protobuf.Timestamp
-	13, // 11: reset.agent.v1.DropSiteRequest.grant:type_name -> reset.agent.v1.Grant
-	16, // 12: reset.agent.v1.DropSiteResponse.check:type_name -> reset.agent.v1.AbsenceCheck
-	13, // 13: reset.agent.v1.RestoreBegin.grant:type_name -> reset.agent.v1.Grant
-	18, // 14: reset.agent.v1.RestoreSiteRequest.begin:type_name -> reset.agent.v1.RestoreBegin
-	8,  // 15: reset.agent.v1.RestoreSiteRequest.header:type_name -> reset.agent.v1.ArtifactHeader
-	10, // 16: reset.agent.v1.RestoreSiteRequest.chunk:type_name -> reset.agent.v1.Chunk
-	9,  // 17: reset.agent.v1.RestoreSiteRequest.trailer:type_name -> reset.agent.v1.ArtifactTrailer
-	1,  // 18: reset.agent.v1.Agent.Info:input_type -> reset.agent.v1.InfoRequest
-	4,  // 19: reset.agent.v1.Agent.ListSites:input_type -> reset.agent.v1.ListSitesRequest
-	6,  // 20: reset.agent.v1.Agent.InspectSite:input_type -> reset.agent.v1.InspectSiteRequest
-	11, // 21: reset.agent.v1.Agent.BackupSite:input_type -> reset.agent.v1.BackupSiteRequest
-	15, // 22: reset.agent.v1.Agent.DropSite:input_type -> reset.agent.v1.DropSiteRequest
-	19, // 23: reset.agent.v1.Agent.RestoreSite:input_type -> reset.agent.v1.RestoreSiteRequest
-	2,  // 24: reset.agent.v1.Agent.Info:output_type -> reset.agent.v1.InfoResponse
-	5,  // 25: reset.agent.v1.Agent.ListSites:output_type -> reset.agent.v1.ListSitesResponse
-	7,  // 26: reset.agent.v1.Agent.InspectSite:output_type -> reset.agent.v1.InspectSiteResponse
-	12, // 27: reset.agent.v1.Agent.BackupSite:output_type -> reset.agent.v1.BackupSiteResponse
-	17, // 28: reset.agent.v1.Agent.DropSite:output_type -> reset.agent.v1.DropSiteResponse
-	20, // 29: reset.agent.v1.Agent.RestoreSite:output_type -> reset.agent.v1.RestoreSiteResponse
-	24, // [24:30] is the sub-list for method output_type
-	18, // [18:24] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	9,  // 6: reset.agent.v1.BackupSiteResponse.header:type_name -> reset.agent.v1.ArtifactHeader
+	11, // 7: reset.agent.v1.BackupSiteResponse.chunk:type_name -> reset.agent.v1.Chunk
+	10, // 8: reset.agent.v1.BackupSiteResponse.trailer:type_name -> reset.agent.v1.ArtifactTrailer
+	24, // 9: reset.agent.v1.GrantBody.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 10: reset.agent.v1.GrantBody.issued_at:type_name -> google.protobuf.Timestamp
+	14, // 11: reset.agent.v1.DropSiteRequest.grant:type_name -> reset.agent.v1.Grant
+	17, // 12: reset.agent.v1.DropSiteResponse.check:type_name -> reset.agent.v1.AbsenceCheck
+	14, // 13: reset.agent.v1.RestoreBegin.grant:type_name -> reset.agent.v1.Grant
+	19, // 14: reset.agent.v1.RestoreSiteRequest.begin:type_name -> reset.agent.v1.RestoreBegin
+	9,  // 15: reset.agent.v1.RestoreSiteRequest.header:type_name -> reset.agent.v1.ArtifactHeader
+	11, // 16: reset.agent.v1.RestoreSiteRequest.chunk:type_name -> reset.agent.v1.Chunk
+	10, // 17: reset.agent.v1.RestoreSiteRequest.trailer:type_name -> reset.agent.v1.ArtifactTrailer
+	1,  // 18: reset.agent.v1.RestorePart.status:type_name -> reset.agent.v1.PartStatus
+	21, // 19: reset.agent.v1.RestoreSiteResponse.parts:type_name -> reset.agent.v1.RestorePart
+	2,  // 20: reset.agent.v1.Agent.Info:input_type -> reset.agent.v1.InfoRequest
+	5,  // 21: reset.agent.v1.Agent.ListSites:input_type -> reset.agent.v1.ListSitesRequest
+	7,  // 22: reset.agent.v1.Agent.InspectSite:input_type -> reset.agent.v1.InspectSiteRequest
+	12, // 23: reset.agent.v1.Agent.BackupSite:input_type -> reset.agent.v1.BackupSiteRequest
+	16, // 24: reset.agent.v1.Agent.DropSite:input_type -> reset.agent.v1.DropSiteRequest
+	20, // 25: reset.agent.v1.Agent.RestoreSite:input_type -> reset.agent.v1.RestoreSiteRequest
+	3,  // 26: reset.agent.v1.Agent.Info:output_type -> reset.agent.v1.InfoResponse
+	6,  // 27: reset.agent.v1.Agent.ListSites:output_type -> reset.agent.v1.ListSitesResponse
+	8,  // 28: reset.agent.v1.Agent.InspectSite:output_type -> reset.agent.v1.InspectSiteResponse
+	13, // 29: reset.agent.v1.Agent.BackupSite:output_type -> reset.agent.v1.BackupSiteResponse
+	18, // 30: reset.agent.v1.Agent.DropSite:output_type -> reset.agent.v1.DropSiteResponse
+	22, // 31: reset.agent.v1.Agent.RestoreSite:output_type -> reset.agent.v1.RestoreSiteResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -1699,8 +1916,8 @@ func file_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   21,
+			NumEnums:      2,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
