@@ -26,7 +26,7 @@ type call struct {
 	// grantID is the accepted grant's id.
 	grantID string
 	bytes   int64
-	output string
+	output  string
 }
 
 type callKey struct{}
