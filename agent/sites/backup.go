@@ -27,8 +27,8 @@ import (
 const dumpCompletedPrefix = "-- Dump completed"
 
 // Backup streams a site's two artifacts: first the database (mariadb-dump --single-transaction
-// --quick --routines --triggers --events, gzip), then the site folder (tar.gz without the
-// contents of private/backups). Each is a header, 64 KiB chunks and a trailer with the sha256
+// --quick --routines --triggers --events, gzip), then the whole site folder (tar.gz,
+// private/backups included: a restored site must hold everything the dropped one held). Each is a header, 64 KiB chunks and a trailer with the sha256
 // and byte count of the compressed artifact. Nothing is buffered whole: memory stays flat
 // whatever the size of the site. A failure ends the stream with an error and without that
 // artifact's trailer. It returns the bytes of both artifacts.
@@ -225,9 +225,9 @@ func killGroup(cmd *exec.Cmd) {
 }
 
 // writeTar writes the folder root as a tar stream: regular files, folders and symlinks (kept
-// as links), with modes, owners and modification times. The contents of private/backups
-// (Frappe's own backups, often the largest thing in a site) are left out; the empty folder
-// is kept so the restored site has it. Other file types (sockets, fifos) are skipped.
+// as links), with modes, owners and modification times. Everything is included, Frappe's own
+// backups in private/backups too: a drop archives or removes them with the site, so the
+// agent's backup is their only copy. Other file types (sockets, fifos) are skipped.
 func writeTar(ctx context.Context, root string, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 256<<10)
@@ -279,9 +279,6 @@ func writeTar(ctx context.Context, root string, w io.Writer) error {
 		hdr.Uname, hdr.Gname = "", ""
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
-		}
-		if rel == "private/backups" && fi.IsDir() {
-			return fs.SkipDir
 		}
 		if fi.Mode().IsRegular() {
 			return copyFile(tw, p, hdr.Size, buf)

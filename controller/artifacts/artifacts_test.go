@@ -59,8 +59,8 @@ func names(t *testing.T, dir string) []string {
 	return out
 }
 
-// tree maps each path under root to its content (symlinks as "-> target"), leaving out
-// the contents of private/backups, which backups never carry.
+// tree maps each path under root to its content (symlinks as "-> target"), private/backups
+// included: backups carry the whole folder.
 func tree(t *testing.T, root string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -69,9 +69,6 @@ func tree(t *testing.T, root string) map[string]string {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		if strings.HasPrefix(rel, "private/backups/") {
-			return nil
-		}
 		switch {
 		case d.Type()&fs.ModeSymlink != 0:
 			target, err := os.Readlink(p)

@@ -266,8 +266,8 @@ func (w *world) snapshot() snapshot {
 	return s
 }
 
-// tree lists a folder's files with modes and content hashes (private/backups excluded, as
-// backups exclude it).
+// tree lists a folder's files with modes and content hashes (private/backups included:
+// backups carry the whole folder).
 func tree(dir string) string {
 	var lines []string
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -276,9 +276,6 @@ func tree(dir string) string {
 			return nil
 		}
 		rel, _ := filepath.Rel(dir, p)
-		if rel == filepath.Join("private", "backups") {
-			return filepath.SkipDir
-		}
 		fi, _ := os.Lstat(p)
 		line := fmt.Sprintf("%s %v", rel, fi.Mode())
 		switch {

@@ -624,7 +624,7 @@ func makeSiteFolder(dir string, opts SiteOptions) error {
 	files := map[string][]byte{
 		"site_config.json":                                    append(b, '\n'),
 		"private/files/contract.pdf":                          []byte("%PDF-1.4\n% test contract\n" + strings.Repeat("BT /F1 12 Tf (clause) Tj ET\n", 200)),
-		"private/backups/20240101_000000-old-database.sql.gz": []byte("an old Frappe backup, never part of an agent backup\n"),
+		"private/backups/20240101_000000-old-database.sql.gz": []byte("an old Frappe backup, part of the agent backup like every other file\n"),
 		"public/files/logo.png":                               logo,
 		"logs/frappe.log":                                     []byte("2024-01-01 00:00:00,000 INFO frappe started\n"),
 	}

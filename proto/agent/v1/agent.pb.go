@@ -32,7 +32,7 @@ const (
 	ArtifactKind_ARTIFACT_KIND_UNSPECIFIED ArtifactKind = 0
 	// mariadb-dump output, gzip.
 	ArtifactKind_ARTIFACT_KIND_DATABASE ArtifactKind = 1
-	// The site folder as tar.gz, private/backups excluded.
+	// The whole site folder as tar.gz, private/backups included.
 	ArtifactKind_ARTIFACT_KIND_FILES ArtifactKind = 2
 )
 
