@@ -12,6 +12,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -269,12 +270,43 @@ func (c *Config) validate() error {
 			bad(key+".match", "%q is not exact or prefix", t.Match)
 		}
 	}
+	for i, g := range c.Guards.EmailAllowlist {
+		if err := checkEmailGlob(g); err != nil {
+			bad(fmt.Sprintf("guards.email_allowlist[%d]", i), "%q: %v", g, err)
+		}
+	}
+	for i, g := range c.Guards.TenantAllowlist {
+		if strings.Trim(g, "*?[]") == "" {
+			bad(fmt.Sprintf("guards.tenant_allowlist[%d]", i), "%q admits every tenant: name a test prefix such as t_test_*", g)
+		}
+	}
 	for i, s := range c.Spec.StripeIDs {
 		if s.Kind != "customer" && s.Kind != "subscription" {
 			bad(fmt.Sprintf("spec.stripe_ids[%d].kind", i), "%q is not customer or subscription", s.Kind)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkEmailGlob refuses e-mail allowlist globs that can admit real domains: the domain
+// must be literal (a leading "*." for subdomains of a literal domain is fine), so that
+// "*+test@*" can never match owner+test@realcustomer.example.
+func checkEmailGlob(g string) error {
+	local, domain, ok := strings.Cut(strings.ToLower(g), "@")
+	if !ok || strings.Contains(domain, "@") {
+		return errors.New("not LOCAL@DOMAIN")
+	}
+	if local == "" {
+		return errors.New("empty local part (use * for every address of the domain)")
+	}
+	literal := strings.TrimPrefix(domain, "*.")
+	if strings.ContainsAny(literal, "*?[]\\") {
+		return errors.New("the domain holds a wildcard: it would admit real domains; name the test domain literally (\"*@example.test\", \"*@*.example.test\")")
+	}
+	if !strings.Contains(literal, ".") {
+		return errors.New("the domain must be a full domain name such as example.test")
+	}
+	return nil
 }
 
 // AgentAddress returns where the agent of host listens.

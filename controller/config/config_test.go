@@ -54,6 +54,11 @@ func TestLoadErrors(t *testing.T) {
 		{"kv match", base + "spec: {kv: [{namespace: AUTH_STORE, key: 'x', match: glob}]}\n", "spec.kv[0].match"},
 		{"stripe kind", base + "spec: {stripe_ids: [{table: t, column: c, kind: invoice}]}\n", "spec.stripe_ids[0].kind"},
 		{"not yaml", "identity: [\n", "config"},
+		{"wildcard domain", base + "guards: {email_allowlist: ['*+test@*']}\n", "guards.email_allowlist[0]"},
+		{"wildcard in domain", base + "guards: {email_allowlist: ['*@example.test', 'qa@exam*.test']}\n", "guards.email_allowlist[1]"},
+		{"bare domain", base + "guards: {email_allowlist: ['*@test']}\n", "full domain"},
+		{"no at", base + "guards: {email_allowlist: ['example.test']}\n", "LOCAL@DOMAIN"},
+		{"every tenant", base + "guards: {tenant_allowlist: ['*']}\n", "guards.tenant_allowlist[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,6 +75,15 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := config.Load(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
 		t.Error("missing file loaded")
+	}
+}
+
+// Safe allowlist globs load: literal domains, subdomains of a literal domain, exact addresses.
+func TestSafeAllowlists(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resetctl.yaml")
+	os.WriteFile(p, []byte(base+"guards: {email_allowlist: ['*@example.test', '*@*.example.test', 'qa+test@partner.example'], tenant_allowlist: ['t_test_*']}\n"), 0o600)
+	if _, err := config.Load(p); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 // Rows are the collected rows of one table, full values in column order.
 type Rows struct {
 	Table   *Table
-	Columns []string // Table.Columns plus "rowid" for tables without a primary key
+	Columns []string // Table.ReadColumns: the columns plus the rowid where it is not one of them
 	Rows    [][]d1.Value
 	index   map[string]int // row key -> position
 	// Targets lists, per row, the targets (indexes into the inventory's targets) it belongs to.
@@ -57,10 +57,7 @@ type collector struct {
 
 // selectSQL reads the given table's rows whose cols match one of tuples, exactly.
 func (c *collector) selects(t *Table, cols []string, tuples [][]d1.Value, lower bool) []d1.Statement {
-	sel := d1.ExactColumns(t.Columns...)
-	if len(t.PK) == 0 {
-		sel += ", " + d1.ExactColumns("rowid")
-	}
+	sel := d1.ExactColumns(t.ReadColumns()...)
 	base := "SELECT " + sel + " FROM " + d1.QuoteIdent(t.Name) + " WHERE "
 	var stmts []d1.Statement
 	per := d1.MaxParams / len(cols)
@@ -122,11 +119,7 @@ func (c *collector) run(ctx context.Context, work []pending) (map[string][]int, 
 		r := c.rows[w.table]
 		if r == nil {
 			t := c.schema.Tables[w.table]
-			cols := append([]string(nil), t.Columns...)
-			if len(t.PK) == 0 {
-				cols = append(cols, "rowid")
-			}
-			r = &Rows{Table: t, Columns: cols, index: map[string]int{}}
+			r = &Rows{Table: t, Columns: t.ReadColumns(), index: map[string]int{}}
 			c.rows[w.table] = r
 		}
 		for _, row := range res.Rows {

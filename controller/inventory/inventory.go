@@ -29,7 +29,12 @@ type Target struct {
 
 func (t Target) String() string { return t.Kind + " " + t.Value }
 
-var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// keyChars are the KV key delimiters and template characters: a target value holding one
+// could select another target's keys (a tenant id "t_1:primary" and the prefix
+// "erp_cred:{tenant_id}"), so such targets are refused.
+const keyChars = keyDelimiters + "{}"
 
 // NormalizeEmail trims and lower-cases an address and refuses anything that is not a plain
 // address (no display names, no comments, no quotes, no wildcards).
@@ -42,6 +47,9 @@ func NormalizeEmail(s string) (string, error) {
 	local, domain, _ := strings.Cut(e, "@")
 	if local == "" || !strings.Contains(domain, ".") || strings.ContainsAny(e, "\"'`;\\*?[]%() <>,") {
 		return "", fmt.Errorf("invalid e-mail address %q", s)
+	}
+	if strings.ContainsAny(e, keyChars) {
+		return "", fmt.Errorf("e-mail address %q holds a KV key delimiter or template character (one of %s): refused, it could select other keys", s, keyChars)
 	}
 	return e, nil
 }
@@ -63,6 +71,9 @@ func ParseTargets(emails, tenants []string) ([]Target, error) {
 	}
 	for _, id := range tenants {
 		id = strings.TrimSpace(id)
+		if strings.ContainsAny(id, keyChars) {
+			return nil, fmt.Errorf("tenant id %q holds a KV key delimiter or template character (one of %s): refused, it could select other keys", id, keyChars)
+		}
 		if !tenantIDPattern.MatchString(id) {
 			return nil, fmt.Errorf("invalid tenant id %q", id)
 		}
@@ -96,6 +107,9 @@ type Sources struct {
 type Options struct {
 	// FinanceApproval names the finance sign-off that lets live-mode paid invoices through.
 	FinanceApproval string
+	// RemoveMemberships are users outside the e-mail allowlist whose membership of a target
+	// tenant may be removed (only the membership row); recorded in the plan.
+	RemoveMemberships []string
 }
 
 // TableRows are the rows of one table to delete, by key.
@@ -163,7 +177,10 @@ type TargetReport struct {
 	Sites    []string       `json:"sites"`
 	Stripe   []string       `json:"stripe"`
 	Blocked  bool           `json:"blocked"`
-	Reasons  []string       `json:"reasons,omitempty"`
+	// NotFound: the target matches nothing (no tenant root row; for an e-mail, no row, key
+	// or Stripe customer).
+	NotFound bool     `json:"not_found,omitempty"`
+	Reasons  []string `json:"reasons,omitempty"`
 	Warnings []string       `json:"warnings,omitempty"`
 }
 
@@ -181,22 +198,40 @@ type Inventory struct {
 	// orphanTargets are the targets of each removed orphan user's e-mail.
 	orphanTargets map[string][]int
 	Coverage      []string `json:"coverage_warnings,omitempty"`
-	Errors        []string `json:"errors,omitempty"`
+	// Shared rows: collected rows that something outside the targets owns.
+	Shared []Shared  `json:"shared,omitempty"`
+	Errors []string `json:"errors,omitempty"`
+	// rowNotes explain rows for differences ("user x joined the tenant"), by rowKeyOf.
+	rowNotes map[string]string
 	// D1Requests counts the batch requests the D1 part took (not in the plan file).
 	D1Requests int `json:"-"`
 }
 
-// Blocked reports whether any target is blocked or the inventory has errors.
+// Blocked reports whether any target is blocked or matches nothing, or the inventory has
+// errors: such a plan cannot be approved.
 func (inv *Inventory) Blocked() bool {
 	if len(inv.Errors) > 0 {
 		return true
 	}
 	for _, t := range inv.Targets {
-		if t.Blocked {
+		if t.Blocked || t.NotFound {
 			return true
 		}
 	}
 	return false
+}
+
+// GuardBlocks lists what the guards refuse now: blocked targets with their reasons and the
+// inventory's errors. Targets that match nothing are not refused here (execute resumes runs
+// whose targets are partly or wholly gone).
+func (inv *Inventory) GuardBlocks() []string {
+	out := append([]string(nil), inv.Errors...)
+	for _, t := range inv.Targets {
+		if t.Blocked {
+			out = append(out, t.Target.String()+": "+strings.Join(t.Reasons, "; "))
+		}
+	}
+	return out
 }
 
 // Empty reports whether nothing at all is left for the targets (verification).
@@ -355,9 +390,11 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		}
 	}
 	c.attribute()
-	inv.D1Requests = c.requests
+	if err := c.ownership(ctx, cfg, opt, inv); err != nil {
+		return nil, err
+	}
 
-	// Coverage: reachable from every root.
+	// Coverage: reachable from every root, by the spec's names and by the targets' values.
 	roots := []string{spec.TenantRoot.Table}
 	for _, er := range spec.EmailRoots {
 		roots = append(roots, er.Table)
@@ -365,7 +402,20 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if spec.OrphanUsers.Enabled {
 		roots = append(roots, spec.OrphanUsers.Table)
 	}
-	inv.Coverage = schema.Coverage(schema.Reachable(roots), spec.Ignore)
+	reached := schema.Reachable(roots)
+	inv.Coverage = schema.Coverage(reached, spec)
+	var targetEmails []string
+	for _, t := range targets {
+		if t.Kind == "email" {
+			targetEmails = append(targetEmails, t.Value)
+		}
+	}
+	probed, err := c.probe(ctx, spec, reached, tenantIDs, append(targetEmails, inv.OrphanUsers...))
+	if err != nil {
+		return nil, err
+	}
+	inv.Coverage = append(inv.Coverage, probed...)
+	inv.D1Requests = c.requests
 
 	var collected []string
 	for t := range c.rows {
@@ -408,9 +458,31 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		return nil, err
 	}
 	sites(ctx, src.Sites, inv, reports)
+	notFound(c, spec, targets, inv, reports)
 	guards(cfg, opt, inv, reports)
+	sharedGuards(inv, reports)
 	inv.Targets = reports
 	return inv, nil
+}
+
+// notFound marks targets that match nothing: a tenant without its root row, an e-mail with
+// no row, key or customer.
+func notFound(c *collector, spec *config.Spec, targets []Target, inv *Inventory, reports []TargetReport) {
+	roots := map[string]bool{}
+	if r := c.rows[spec.TenantRoot.Table]; r != nil {
+		k := r.col(spec.TenantRoot.Key)
+		for i := range r.Rows {
+			roots[plain(r.Rows[i][k])] = true
+		}
+	}
+	for i, t := range targets {
+		switch t.Kind {
+		case "tenant":
+			reports[i].NotFound = !roots[t.Value]
+		case "email":
+			reports[i].NotFound = len(reports[i].Rows) == 0 && reports[i].KVKeys == 0 && len(reports[i].Stripe) == 0 && len(reports[i].Tenants) == 0
+		}
+	}
 }
 
 func checkSpec(s *Schema, spec *config.Spec) error {
@@ -538,6 +610,16 @@ func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Invent
 	for _, st := range c.selects(c.schema.Tables[o.Table], []string{o.Key}, orphans, false) {
 		work = append(work, pending{o.Table, st})
 	}
+	// A removed user loses everything an e-mail reset would remove: every e-mail root.
+	var emailTuples [][]d1.Value
+	for _, e := range inv.OrphanUsers {
+		emailTuples = append(emailTuples, []d1.Value{d1.Text(e)})
+	}
+	for _, er := range cfg.Spec.EmailRoots {
+		for _, st := range c.selects(c.schema.Tables[er.Table], []string{er.Column}, emailTuples, true) {
+			work = append(work, pending{er.Table, st})
+		}
+	}
 	added, err := c.run(ctx, work)
 	if err != nil {
 		return fmt.Errorf("orphan users: %w", err)
@@ -556,6 +638,17 @@ func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Invent
 		}
 		email := strings.ToLower(plain(users.Rows[i][users.col(o.Email)]))
 		inv.orphanTargets[email] = setList(users.Targets[i])
+	}
+	for _, er := range cfg.Spec.EmailRoots {
+		r := c.rows[er.Table]
+		if r == nil || er.Table == o.Table {
+			continue
+		}
+		for _, i := range added[er.Table] {
+			for _, t := range inv.orphanTargets[strings.ToLower(plain(r.Rows[i][r.col(er.Column)]))] {
+				r.Targets[i][t] = true
+			}
+		}
 	}
 	return c.walk(ctx, added)
 }

@@ -304,8 +304,10 @@ func guards(cfg *config.Config, opt Options, inv *Inventory, reports []TargetRep
 		if r.Kind == "email" && !matchAny(cfg.Guards.EmailAllowlist, r.Value) {
 			block(i, "e-mail %s is not in guards.email_allowlist", r.Value)
 		}
-		if r.Kind == "email" && len(r.Tenants) == 0 && r.KVKeys == 0 && len(r.Rows) == 0 {
-			reports[i].Warnings = append(reports[i].Warnings, "nothing found for this e-mail")
+		for _, t := range r.Tenants {
+			if strings.ContainsAny(t, keyChars) {
+				block(i, "tenant id %q holds a KV key delimiter or template character (one of %s): its keys cannot be told from other tenants' keys", t, keyChars)
+			}
 		}
 		for _, t := range r.Tenants {
 			if !matchAny(cfg.Guards.TenantAllowlist, strings.ToLower(t)) {

@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -14,7 +15,13 @@ import (
 type Table struct {
 	Name    string
 	Columns []string
+	Types   []string // declared types, as Columns
 	PK      []string // empty: rows are keyed by rowid
+	// RowID is the name that reads the table's rowid ("rowid", "_rowid_" or "oid", the
+	// first no column shadows), or "" for a WITHOUT ROWID table.
+	RowID string
+	// RowIDAlias: the primary key is an INTEGER PRIMARY KEY, the rowid itself.
+	RowIDAlias bool
 }
 
 // KeyColumns are the columns that identify a row for deletion.
@@ -22,7 +29,36 @@ func (t *Table) KeyColumns() []string {
 	if len(t.PK) > 0 {
 		return t.PK
 	}
-	return []string{"rowid"}
+	return []string{t.RowID}
+}
+
+// ReadColumns are the columns read and backed up for each row: every column, plus the
+// rowid of a rowid table whose primary key is not the rowid itself, so that a restore puts
+// every row back under the same rowid (sqlite3 .dump shows the same database).
+func (t *Table) ReadColumns() []string {
+	cols := append([]string(nil), t.Columns...)
+	if t.RowID != "" && !t.RowIDAlias {
+		cols = append(cols, t.RowID)
+	}
+	return cols
+}
+
+var withoutRowID = regexp.MustCompile(`(?is)\)\s*(?:strict\s*,\s*)?without\s+rowid\s*(?:,\s*strict\s*)?;?\s*$`)
+
+// rowIDName returns the first of SQLite's names for the rowid that no column shadows.
+func rowIDName(cols []string) string {
+	for _, n := range []string{"rowid", "_rowid_", "oid"} {
+		shadowed := false
+		for _, c := range cols {
+			if strings.EqualFold(c, n) {
+				shadowed = true
+			}
+		}
+		if !shadowed {
+			return n
+		}
+	}
+	return ""
 }
 
 // Edge says child.ChildCols reference parent.ParentCols.
@@ -47,14 +83,16 @@ func internalTable(name string) bool {
 
 // LoadSchema reads tables, columns and foreign keys: two D1 requests however many tables.
 func LoadSchema(ctx context.Context, db d1.DB, spec *config.Spec) (*Schema, error) {
-	res, err := db.Query(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+	res, err := db.Query(ctx, "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	s := &Schema{Tables: map[string]*Table{}, Children: map[string][]Edge{}}
+	noRowID := map[string]bool{}
 	for _, row := range res.Rows {
 		if n := row[0].Text; !internalTable(n) {
 			s.Names = append(s.Names, n)
+			noRowID[n] = len(row) > 1 && withoutRowID.MatchString(row[1].Text)
 		}
 	}
 	var stmts []d1.Statement
@@ -80,6 +118,7 @@ func LoadSchema(ctx context.Context, db d1.DB, spec *config.Spec) (*Schema, erro
 			for _, r := range info.Rows {
 				name := r[info.Index("name")].Text
 				t.Columns = append(t.Columns, name)
+				t.Types = append(t.Types, r[info.Index("type")].Text)
 				if p := r[info.Index("pk")]; p.Kind == d1.KindInteger && p.Int > 0 {
 					pks = append(pks, pkcol{name, p.Int})
 				}
@@ -87,6 +126,15 @@ func LoadSchema(ctx context.Context, db d1.DB, spec *config.Spec) (*Schema, erro
 			sort.Slice(pks, func(a, b int) bool { return pks[a].pos < pks[b].pos })
 			for _, p := range pks {
 				t.PK = append(t.PK, p.name)
+			}
+			if !noRowID[n] {
+				t.RowID = rowIDName(t.Columns)
+				if len(t.PK) == 1 {
+					for j, c := range t.Columns {
+						// Only the exact type name INTEGER makes a primary key the rowid.
+						t.RowIDAlias = t.RowIDAlias || c == t.PK[0] && strings.EqualFold(strings.TrimSpace(t.Types[j]), "INTEGER")
+					}
+				}
 			}
 			s.Tables[n] = t
 			// foreign_key_list has one row per column; rows with the same id form one key.
@@ -213,24 +261,3 @@ func emailLike(col string) bool {
 	return c == "email" || strings.HasSuffix(c, "_email") || strings.HasPrefix(c, "email_") || c == "e_mail"
 }
 
-// Coverage lists tables that hold a tenant-like or e-mail-like column but are not reached
-// from any root: a new table must never silently survive a reset.
-func (s *Schema) Coverage(reached map[string]bool, ignore []string) []string {
-	ign := map[string]bool{}
-	for _, t := range ignore {
-		ign[t] = true
-	}
-	var out []string
-	for _, n := range s.Names {
-		if reached[n] || ign[n] {
-			continue
-		}
-		for _, c := range s.Tables[n].Columns {
-			if tenantLike(c) || emailLike(c) {
-				out = append(out, fmt.Sprintf("table %s has column %s but is not reached from any root: add a foreign key, a spec.soft_refs entry or a spec.ignore entry", n, c))
-				break
-			}
-		}
-	}
-	return out
-}

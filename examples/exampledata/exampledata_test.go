@@ -117,7 +117,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if !cfg.Guards.Enabled {
 		t.Error("guards.enabled = false, want true")
 	}
-	if got, want := cfg.Guards.EmailAllowlist, []string{"*@example.test", "*+test@*"}; !slices.Equal(got, want) {
+	if got, want := cfg.Guards.EmailAllowlist, []string{"*@example.test", "viewer+test@partner.example"}; !slices.Equal(got, want) {
 		t.Errorf("email allowlist = %q, want %q", got, want)
 	}
 	if got, want := cfg.Guards.TenantAllowlist, []string{"t_test_*"}; !slices.Equal(got, want) {
