@@ -70,7 +70,9 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 		case errors.Is(err, execute.ErrApproverExecutes):
 			return withHint(err, "the plan's author (or a third operator) runs execute and restore")
 		case errors.Is(err, execute.ErrDrift):
-			return withHint(err, "run inventory again: the plan no longer describes what exists")
+			return withHint(err, "nothing was changed; run inventory again and have the new plan approved: the approved plan is the upper bound of what is deleted")
+		case errors.Is(err, execute.ErrGuard):
+			return withHint(err, "nothing was changed; the guards are evaluated again from live data and this config at every execute")
 		case errors.Is(err, execute.ErrAlreadyExecuted):
 			return withHint(err, "see 'resetctl status --config %s'", *cfgPath)
 		case res != nil && res.Run != nil:

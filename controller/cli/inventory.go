@@ -27,6 +27,8 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 	fs.Var(&tenants, "tenant", "target tenant id (repeatable)")
 	ticket := fs.String("ticket", "", "change ticket link, recorded in the plan")
 	finance := fs.String("finance-approval", "", "finance sign-off reference: lets paid live-mode Stripe invoices through as warnings")
+	var removeMembers multiFlag
+	fs.Var(&removeMembers, "remove-membership", "e-mail of a user outside the allowlist whose membership of a target tenant may be removed (only the membership; repeatable, recorded in the plan)")
 	out := fs.String("out", "", "plan file to write (default STATE/plans/PLAN_ID.json)")
 	asJSON := fs.Bool("json", false, "print the plan as JSON instead of the summary")
 	if err := parse(fs, args, 0); err != nil {
@@ -45,22 +47,31 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer b.Close()
-	inv, err := inventory.Run(ctx, sourcesOf(b), targets, inventory.Options{FinanceApproval: *finance})
+	var members []string
+	for _, m := range removeMembers {
+		n, err := inventory.NormalizeEmail(m)
+		if err != nil {
+			return usageErr("--remove-membership: %v", err)
+		}
+		members = append(members, n)
+	}
+	inv, err := inventory.Run(ctx, sourcesOf(b), targets, inventory.Options{FinanceApproval: *finance, RemoveMemberships: members})
 	if err != nil {
 		return fmt.Errorf("inventory: %w", err)
 	}
 	op, _ := b.Agents.Operator()
 	p := &plan.Plan{
-		SchemaVersion:   plan.SchemaVersion,
-		CreatedAt:       time.Now().UTC().Truncate(time.Second),
-		Ticket:          *ticket,
-		FinanceApproval: *finance,
-		Operator:        plan.OperatorOf(op),
-		Targets:         targets,
-		SpecSHA256:      cfg.SpecHash(),
-		D1Backend:       b.D1.Kind(),
-		KVBackend:       b.KV.Kind(),
-		Inventory:       inv,
+		SchemaVersion:     plan.SchemaVersion,
+		CreatedAt:         time.Now().UTC().Truncate(time.Second),
+		Ticket:            *ticket,
+		FinanceApproval:   *finance,
+		RemoveMemberships: members,
+		Operator:          plan.OperatorOf(op),
+		Targets:           targets,
+		SpecSHA256:        cfg.SpecHash(),
+		D1Backend:         b.D1.Kind(),
+		KVBackend:         b.KV.Kind(),
+		Inventory:         inv,
 	}
 	if err := p.Seal(); err != nil {
 		return err
@@ -81,6 +92,12 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 	} else {
 		printSummary(env.Stdout, p)
 		fmt.Fprintf(env.Stdout, "\nplan %s written to %s\n", p.ID(), path)
+	}
+	for _, t := range inv.Targets {
+		if t.NotFound {
+			return withHint(&exitError{code: 1, msg: fmt.Sprintf("target %s matches nothing: the plan cannot be approved", t.Target)},
+				"tenant ids and e-mails are matched exactly (tenant ids are case-sensitive): check the spelling, or leave the target out")
+		}
 	}
 	if inv.Blocked() {
 		return withHint(&exitError{code: 1, msg: "plan has blocked targets or errors: it cannot be approved"},
@@ -107,10 +124,16 @@ func printSummary(w io.Writer, p *plan.Plan) {
 		fmt.Fprintf(w, " (ticket %s)", p.Ticket)
 	}
 	fmt.Fprintf(w, "\nbackends: d1 %s, kv %s, stripe %s\n", p.D1Backend, p.KVBackend, stripeState(inv))
+	if len(p.RemoveMemberships) > 0 {
+		fmt.Fprintf(w, "remove memberships of (outside the allowlist, memberships only): %s\n", strings.Join(p.RemoveMemberships, ", "))
+	}
 	for i, t := range inv.Targets {
 		state := "OK"
-		if t.Blocked {
+		switch {
+		case t.Blocked:
 			state = "BLOCKED"
+		case t.NotFound:
+			state = "NOT FOUND"
 		}
 		fmt.Fprintf(w, "\ntarget %d: %s %s  [%s]\n", i+1, t.Kind, t.Value, state)
 		if len(t.Tenants) > 0 {
@@ -165,6 +188,16 @@ func printSummary(w io.Writer, p *plan.Plan) {
 				routing = "  (routing: removed before the sites)"
 			}
 			fmt.Fprintf(w, "  %s %s%s\n", k.Namespace, k.Key, routing)
+		}
+	}
+	if len(inv.Shared) > 0 {
+		fmt.Fprintln(w, "\nrows shared with data outside the targets (they block their targets):")
+		for _, sh := range inv.Shared {
+			mark := ""
+			if sh.Allowed {
+				mark = "  (membership removed: remove_memberships)"
+			}
+			fmt.Fprintf(w, "  %s  [owner: %s]%s\n", sh.Path, sh.Owner, mark)
 		}
 	}
 	if inv.Stripe.Note != "" {
@@ -238,6 +271,41 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	// The approver signs what they have read: the same summary the author saw.
 	printSummary(env.Stdout, p)
 	fmt.Fprintln(env.Stdout)
+	// Nothing in the plan file is trusted: the inventory is taken again from live data
+	// with this config, every guard is evaluated again, and the plan must list exactly
+	// what is live (an edited, re-hashed plan can neither add nor unblock anything).
+	if h, err := p.Hash(); err != nil || h != p.PlanSHA256 {
+		return withHint(plan.ErrTampered, "make a new plan with resetctl inventory")
+	}
+	if p.Inventory.Blocked() {
+		return withHint(plan.ErrBlocked, "blocked plans can never be approved; run inventory again without the blocked targets")
+	}
+	if got := cfg.SpecHash(); got != p.SpecSHA256 {
+		return withHint(fmt.Errorf("%w: plan %.12s, config %.12s", execute.ErrSpecChanged, p.SpecSHA256, got), "approve with the spec the plan was made with, or have a new plan made")
+	}
+	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if p.D1Backend != b.D1.Kind() || p.KVBackend != b.KV.Kind() {
+		return withHint(fmt.Errorf("%w: the plan was made against d1 %s and kv %s, this config uses d1 %s and kv %s",
+			execute.ErrSpecChanged, p.D1Backend, p.KVBackend, b.D1.Kind(), b.KV.Kind()), "approve with a config for the same backends")
+	}
+	live, err := execute.Live(ctx, sourcesOf(b), p)
+	if err != nil {
+		switch {
+		case errors.Is(err, execute.ErrDrift):
+			return withHint(err, "the live data changed since the inventory: have a new plan made")
+		case errors.Is(err, execute.ErrGuard):
+			return withHint(err, "the guards refuse this plan now: have a new plan made without the blocked targets")
+		}
+		return err
+	}
+	if missing := inventory.Missing(p.Inventory, live); len(missing) > 0 {
+		return withHint(fmt.Errorf("the plan lists %d thing(s) the live inventory does not find:\n%s", len(missing), strings.Join(missing, "\n")),
+			"the plan was edited or the data changed: have a new plan made with resetctl inventory")
+	}
 	if err := plan.Approve(p, cert, key, *expires, time.Now()); err != nil {
 		switch {
 		case errors.Is(err, plan.ErrSelfApproval):

@@ -14,7 +14,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -57,7 +56,7 @@ func (e *Executor) logf(format string, a ...any) {
 
 // Errors the CLI gives hints for.
 var (
-	ErrDrift           = errors.New("identity drift since the plan was made")
+	ErrDrift           = errors.New("the live data holds what the approved plan does not list")
 	ErrAlreadyExecuted = errors.New("plan was already executed")
 	ErrSpecChanged     = errors.New("the configuration differs from the one the plan was made with")
 	// ErrApproverExecutes: the agents would refuse the approver's own grants anyway.
@@ -103,23 +102,12 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	case err != nil && !errors.Is(err, journal.ErrNotFound):
 		return nil, err
 	}
-	e.logf("preflight: taking the inventory again")
-	inv, err := inventory.Run(ctx, inventory.Sources{Config: e.B.Config, D1: e.B.D1, KV: e.B.KV, Stripe: e.B.Stripe, Sites: e.B},
-		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval})
+	inv, err := e.preflight(ctx, p, run)
 	if err != nil {
-		return nil, fmt.Errorf("preflight inventory: %w", err)
+		return nil, err
 	}
-	if drift := Drift(p.Inventory, inv); len(drift) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrDrift, strings.Join(drift, "; "))
-	}
-	if len(inv.Errors) > 0 {
-		return nil, fmt.Errorf("preflight: %s", strings.Join(inv.Errors, "; "))
-	}
-	// Keys derived from tenant rows cannot be found again once a resumed run has deleted
-	// those rows: the plan's keys are always part of what is removed.
-	inv.KV = mergeKV(inv.KV, p.Inventory.KV)
 	e.inv = inv
-	steps := stepNames(p)
+	steps := stepNames(inv.Sites)
 	if dryRun {
 		return &Result{DryRun: e.describe(p, steps)}, nil
 	}
@@ -134,6 +122,9 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 			return nil, err
 		}
 		if err := e.J.CreateRun(ctx, run, steps); err != nil {
+			return nil, err
+		}
+		if err := e.saveScope(run.ID); err != nil {
 			return nil, err
 		}
 		e.logf("run %s started (%d steps)", run.ID, len(steps))
@@ -202,9 +193,10 @@ const (
 	stepRecord    = "change record"
 )
 
-func plannedSites(p *plan.Plan) []inventory.Site {
+// siteSteps are the sites that have something to drop.
+func siteSteps(sites []inventory.Site) []inventory.Site {
 	var out []inventory.Site
-	for _, s := range p.Inventory.Sites {
+	for _, s := range sites {
 		if s.Exists || s.DBExists || s.DBUserExists {
 			out = append(out, s)
 		}
@@ -212,9 +204,10 @@ func plannedSites(p *plan.Plan) []inventory.Site {
 	return out
 }
 
-func stepNames(p *plan.Plan) []string {
+// stepNames lists the run's steps for the sites found live (within the plan).
+func stepNames(live []inventory.Site) []string {
 	steps := []string{stepBackupD1, stepBackupKV}
-	sites := plannedSites(p)
+	sites := siteSteps(live)
 	for _, s := range sites {
 		steps = append(steps, stepBackupFmt+s.Name+"@"+s.Host)
 	}
@@ -255,7 +248,7 @@ func (e *Executor) describe(p *plan.Plan, steps []string) []string {
 			if e.B.Stripe == nil {
 				what = "manual step: Stripe is not configured"
 			} else {
-				what = fmt.Sprintf("%d customer(s): cancel subscriptions, then delete", len(p.Inventory.Stripe.Customers))
+				what = fmt.Sprintf("%d customer(s): cancel subscriptions, then delete", len(inv.Stripe.Customers))
 			}
 		}
 		line := fmt.Sprintf("%2d. %s", i+1, s)
@@ -263,76 +256,6 @@ func (e *Executor) describe(p *plan.Plan, steps []string) []string {
 			line += ": " + what
 		}
 		out = append(out, line)
-	}
-	return out
-}
-
-// Drift lists identities in now that the plan does not name.
-func Drift(planned, now *inventory.Inventory) []string {
-	var out []string
-	tenants := map[string]string{}
-	for _, t := range planned.Tenants {
-		tenants[t.ID] = t.Site + "@" + t.Host
-	}
-	for _, t := range now.Tenants {
-		want, ok := tenants[t.ID]
-		switch {
-		case !ok:
-			out = append(out, "new tenant "+t.ID)
-		case want != t.Site+"@"+t.Host && t.Site != "":
-			out = append(out, fmt.Sprintf("tenant %s moved from %s to %s@%s", t.ID, want, t.Site, t.Host))
-		}
-	}
-	sites := map[string]bool{}
-	for _, s := range planned.Sites {
-		sites[s.Name+"@"+s.Host] = true
-	}
-	for _, s := range now.Sites {
-		if (s.Exists || s.DBExists) && !sites[s.Name+"@"+s.Host] {
-			out = append(out, "new site "+s.Name+" on "+s.Host)
-		}
-	}
-	customers := map[string]bool{}
-	for _, c := range planned.Stripe.Customers {
-		customers[c.ID] = true
-	}
-	for _, c := range now.Stripe.Customers {
-		if !customers[c.ID] {
-			out = append(out, "new stripe customer "+c.ID+" ("+c.Email+")")
-		}
-	}
-	users := map[string]bool{}
-	for _, u := range planned.OrphanUsers {
-		users[u] = true
-	}
-	for _, u := range now.OrphanUsers {
-		if !users[u] {
-			out = append(out, "new user without tenant "+u)
-		}
-	}
-	tenantsOf := map[string]bool{}
-	for _, t := range planned.Targets {
-		for _, id := range t.Tenants {
-			tenantsOf[t.Kind+" "+t.Value+" "+id] = true
-		}
-	}
-	for _, t := range now.Targets {
-		for _, id := range t.Tenants {
-			if !tenantsOf[t.Kind+" "+t.Value+" "+id] {
-				out = append(out, fmt.Sprintf("%s %s now reaches tenant %s", t.Kind, t.Value, id))
-			}
-		}
-	}
-	sort.Strings(out)
-	return dedupe(out)
-}
-
-func dedupe(in []string) []string {
-	var out []string
-	for i, s := range in {
-		if i == 0 || s != in[i-1] {
-			out = append(out, s)
-		}
 	}
 	return out
 }
@@ -409,18 +332,4 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return plan.WriteFileAtomic(path, append(b, '\n'), 0o600)
-}
-
-func mergeKV(a, b []inventory.KVKey) []inventory.KVKey {
-	seen := map[string]bool{}
-	var out []inventory.KVKey
-	for _, list := range [][]inventory.KVKey{a, b} {
-		for _, k := range list {
-			if id := k.Namespace + "\x00" + k.Key; !seen[id] {
-				seen[id] = true
-				out = append(out, k)
-			}
-		}
-	}
-	return out
 }

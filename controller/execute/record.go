@@ -32,6 +32,16 @@ type Record struct {
 	Deviations      []string       `json:"deviations"`
 	Manual          []string       `json:"manual"`
 	Counts          map[string]int `json:"counts"`
+	// Deleted lists the D1 rows removed per table (the rows backed up before they were
+	// deleted): equal to the plan's rows, or fewer when some were already gone.
+	Deleted []TableCount `json:"deleted"`
+}
+
+// TableCount is a number of rows of one table, beside the plan's number.
+type TableCount struct {
+	Table   string `json:"table"`
+	Rows    int    `json:"rows"`
+	Planned int    `json:"planned"`
 }
 
 // RecordStep is one journalled step in the record.
@@ -69,9 +79,33 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 	for _, t := range p.Inventory.Tables {
 		r.Counts["d1 rows"] += len(t.Keys)
 	}
+	planned := map[string]int{}
+	for _, t := range p.Inventory.Tables {
+		planned[t.Table] = len(t.Keys)
+	}
+	deleted := map[string]int{}
+	var order []string
+	for _, a := range m.Artifacts {
+		if a.Kind != "d1" {
+			continue
+		}
+		var b D1Backup
+		if err := readJSON(filepath.Join(e.RunDir(run.ID), a.File), &b); err != nil {
+			return "", err
+		}
+		for _, t := range b.Tables {
+			if _, ok := deleted[t.Table]; !ok {
+				order = append(order, t.Table)
+			}
+			deleted[t.Table] += len(t.Rows)
+		}
+	}
+	for _, t := range order {
+		r.Deleted = append(r.Deleted, TableCount{Table: t, Rows: deleted[t], Planned: planned[t]})
+	}
 	r.Counts["kv keys"] = len(p.Inventory.KV)
 	r.Counts["stripe customers"] = len(p.Inventory.Stripe.Customers)
-	r.Counts["sites"] = len(plannedSites(p))
+	r.Counts["sites"] = len(siteSteps(p.Inventory.Sites))
 	for _, s := range steps {
 		rs := RecordStep{Name: s.Name, Status: s.Status, Detail: s.Detail, Error: s.Error}
 		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
@@ -140,7 +174,11 @@ func (r *Record) Markdown() string {
 	list("Targets", r.Targets)
 	list("Tenants", r.Tenants)
 	list("Sites", r.Sites)
-	b.WriteString("## Backups\n\n| Artifact | Kind | Bytes | sha256 |\n|---|---|---|---|\n")
+	b.WriteString("## D1 rows removed\n\n| Table | Rows | In the plan |\n|---|---|---|\n")
+	for _, t := range r.Deleted {
+		fmt.Fprintf(&b, "| %s | %d | %d |\n", t.Table, t.Rows, t.Planned)
+	}
+	b.WriteString("\n## Backups\n\n| Artifact | Kind | Bytes | sha256 |\n|---|---|---|---|\n")
 	for _, a := range r.Artifacts {
 		fmt.Fprintf(&b, "| %s | %s | %d | `%s` |\n", a.File, a.Kind, a.Bytes, a.SHA256)
 	}

@@ -155,7 +155,7 @@ func TestRefusals(t *testing.T) {
 		}
 		defer db.Exec(`DELETE FROM user_tenants WHERE user_id = 1 AND tenant_id = 't_test_qa2'`)
 		_, errs, code := w.resetctl("execute", "--config", w.alice, path)
-		if code == 0 || !strings.Contains(errs, "drift") || !strings.Contains(errs, "t_test_qa2") {
+		if code == 0 || !strings.Contains(errs, "approved plan does not list") || !strings.Contains(errs, "+ tenant t_test_qa2") {
 			t.Fatalf("exit %d: %s", code, errs)
 		}
 	})

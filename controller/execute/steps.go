@@ -37,6 +37,14 @@ func (e *Executor) deleteKV(ctx context.Context, dir string, run *journal.Run, r
 }
 
 func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run, host, site string) (string, error) {
+	// Only a site the live inventory derives (within the plan) is ever dropped.
+	live := false
+	for _, s := range e.inv.Sites {
+		live = live || s.Name == site && s.Host == host
+	}
+	if !live {
+		return "", fmt.Errorf("drop %s on %s: the live inventory no longer derives this site from its tenant; refusing to drop it", site, host)
+	}
 	g, err := p.GrantFor(host, site, "drop", e.now())
 	if err != nil {
 		return "", err
@@ -154,7 +162,8 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 		return "manual: Stripe is not configured; cancel subscriptions and delete customers in the dashboard", nil
 	}
 	subs, custs := 0, 0
-	for _, c := range p.Inventory.Stripe.Customers {
+	// The customers found live at preflight (within the plan), never the plan's own list.
+	for _, c := range e.inv.Stripe.Customers {
 		for _, s := range c.Subscriptions {
 			if s.Status == "canceled" || s.Status == "incomplete_expired" {
 				continue

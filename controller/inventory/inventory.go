@@ -171,17 +171,17 @@ type Stripe struct {
 // TargetReport is one target's summary and guard result.
 type TargetReport struct {
 	Target
-	Tenants  []string       `json:"tenants"`
-	Rows     map[string]int `json:"rows"`
-	KVKeys   int            `json:"kv_keys"`
-	Sites    []string       `json:"sites"`
-	Stripe   []string       `json:"stripe"`
-	Blocked  bool           `json:"blocked"`
+	Tenants []string       `json:"tenants"`
+	Rows    map[string]int `json:"rows"`
+	KVKeys  int            `json:"kv_keys"`
+	Sites   []string       `json:"sites"`
+	Stripe  []string       `json:"stripe"`
+	Blocked bool           `json:"blocked"`
 	// NotFound: the target matches nothing (no tenant root row; for an e-mail, no row, key
 	// or Stripe customer).
 	NotFound bool     `json:"not_found,omitempty"`
 	Reasons  []string `json:"reasons,omitempty"`
-	Warnings []string       `json:"warnings,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Inventory is what a reset of the targets would remove.
@@ -199,7 +199,7 @@ type Inventory struct {
 	orphanTargets map[string][]int
 	Coverage      []string `json:"coverage_warnings,omitempty"`
 	// Shared rows: collected rows that something outside the targets owns.
-	Shared []Shared  `json:"shared,omitempty"`
+	Shared []Shared `json:"shared,omitempty"`
 	Errors []string `json:"errors,omitempty"`
 	// rowNotes explain rows for differences ("user x joined the tenant"), by rowKeyOf.
 	rowNotes map[string]string

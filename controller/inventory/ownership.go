@@ -45,7 +45,7 @@ type ownerNode struct {
 
 // referrer is a row referencing an ownerNode: another node, or a collected row.
 type referrer struct {
-	node int // -1: the collected row table/row
+	node  int // -1: the collected row table/row
 	table string
 	row   int
 }

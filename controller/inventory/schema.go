@@ -260,4 +260,3 @@ func emailLike(col string) bool {
 	c := strings.ToLower(col)
 	return c == "email" || strings.HasSuffix(c, "_email") || strings.HasPrefix(c, "email_") || c == "e_mail"
 }
-

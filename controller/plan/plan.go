@@ -45,18 +45,21 @@ func OperatorOf(c *x509.Certificate) Operator {
 type Plan struct {
 	SchemaVersion int `json:"schema_version"`
 	// Nonce makes every inventory a distinct plan, even one identical in content.
-	Nonce           string               `json:"nonce"`
-	CreatedAt       time.Time            `json:"created_at"`
-	Ticket          string               `json:"ticket,omitempty"`
-	FinanceApproval string               `json:"finance_approval,omitempty"`
-	Operator        Operator             `json:"operator"`
-	Targets         []inventory.Target   `json:"targets"`
-	SpecSHA256      string               `json:"spec_sha256"`
-	D1Backend       string               `json:"d1_backend"`
-	KVBackend       string               `json:"kv_backend"`
-	Inventory       *inventory.Inventory `json:"inventory"`
-	PlanSHA256      string               `json:"plan_sha256"`
-	Approval        *Approval            `json:"approval,omitempty"`
+	Nonce           string    `json:"nonce"`
+	CreatedAt       time.Time `json:"created_at"`
+	Ticket          string    `json:"ticket,omitempty"`
+	FinanceApproval string    `json:"finance_approval,omitempty"`
+	// RemoveMemberships are users outside the e-mail allowlist whose memberships of the
+	// target tenants the author chose to remove (only the membership rows).
+	RemoveMemberships []string             `json:"remove_memberships,omitempty"`
+	Operator          Operator             `json:"operator"`
+	Targets           []inventory.Target   `json:"targets"`
+	SpecSHA256        string               `json:"spec_sha256"`
+	D1Backend         string               `json:"d1_backend"`
+	KVBackend         string               `json:"kv_backend"`
+	Inventory         *inventory.Inventory `json:"inventory"`
+	PlanSHA256        string               `json:"plan_sha256"`
+	Approval          *Approval            `json:"approval,omitempty"`
 	// RestoreApproval carries fresh restore grants from a second operator, for rolling a
 	// run back after the approval's own grants expired.
 	RestoreApproval *RestoreApproval `json:"restore_approval,omitempty"`
