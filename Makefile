@@ -5,6 +5,9 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOBIN_DIR := $(CURDIR)/.tools/bin
+# protoc's well-known types (google/protobuf/timestamp.proto): Debian's libprotobuf-dev puts
+# them in /usr/include; a protoc release zip in /usr/local/include.
+PROTOC_INCLUDE ?= $(firstword $(foreach d,/usr/include /usr/local/include,$(if $(wildcard $(d)/google/protobuf/timestamp.proto),$(d))))
 
 .PHONY: all build test test-go test-ansible lint proto proto-check deps demo example-data bench clean
 
@@ -21,9 +24,10 @@ lint:
 	$(GO) vet ./...
 
 proto:
+	@if [ -z "$(PROTOC_INCLUDE)" ]; then echo "proto: google/protobuf/timestamp.proto not found in /usr/include or /usr/local/include: run make deps (Debian package libprotobuf-dev) or set PROTOC_INCLUDE"; exit 1; fi
 	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-	PATH=$(GOBIN_DIR):$$PATH protoc -I proto --go_out=proto --go_opt=paths=source_relative \
+	PATH=$(GOBIN_DIR):$$PATH protoc -I proto -I $(PROTOC_INCLUDE) --go_out=proto --go_opt=paths=source_relative \
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative proto/agent/v1/agent.proto
 
 # Regenerates into a temp copy and fails when the committed code differs.
@@ -32,8 +36,10 @@ proto-check: proto
 
 test: deps lint proto-check test-go test-ansible
 
+# TESTRESET_WORKERD: the D1 suite on workerd (internal/workerdtest) fails instead of
+# skipping when .tools/npm is missing.
 test-go:
-	$(GO) test -count=1 -timeout 20m ./...
+	TESTRESET_WORKERD=require $(GO) test -count=1 -timeout 20m ./...
 
 test-ansible: build
 	bash scripts/test-ansible.sh

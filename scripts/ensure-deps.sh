@@ -1,33 +1,189 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need when it is missing: Debian's MariaDB server and
-# client, protoc, ansible-core and ansible-lint. Needs root (or sudo) for apt-get.
+# Installs what the build, the tests and the demo need when it is missing, on Debian/Ubuntu:
+#
+#   apt   MariaDB server and client, protoc with its include files (google/protobuf/*.proto),
+#         ansible-core, ansible-lint, logrotate, git, Node.js and npm
+#   npm   miniflare (Cloudflare's workerd) and a Node 22 build for the D1 conformance suite,
+#         pinned in internal/workerdtest/package-lock.json, into .tools/npm (project-local,
+#         reinstalled only when the lock file changes)
+#
+# It checks files, not only commands. apt-get needs root (or sudo); npm does not.
+#
+#   scripts/ensure-deps.sh            install what is missing (make deps)
+#   scripts/ensure-deps.sh --check    list what is missing and exit 1 if anything is; change nothing
+#   scripts/ensure-deps.sh --no-npm   leave .tools/npm alone
+#
+# DEPS_ROOT (default /) is where system files are looked for; --check with a DEPS_ROOT
+# inspects another root (an image, a test tree). NPM_DIR overrides .tools/npm. For the
+# script's own tests, APT_GET replaces apt-get and POLICY_RC_D the policy-rc.d path.
 set -euo pipefail
 
-need=()
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
-command -v mariadb-dump >/dev/null 2>&1 || need+=(mariadb-client)
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-# protoc finds the well-known types (google/protobuf/timestamp.proto) in libprotobuf-dev.
-[ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
-command -v ansible-playbook >/dev/null 2>&1 || need+=(ansible-core)
-command -v ansible-lint >/dev/null 2>&1 || need+=(ansible-lint)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+root=${DEPS_ROOT:-/}
+root=${root%/}
+npm_dir=${NPM_DIR:-$repo/.tools/npm}
+lock_src=$repo/internal/workerdtest
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+check_only=0
+with_npm=1
+for arg in "$@"; do
+	case $arg in
+	--check) check_only=1 ;;
+	--no-npm) with_npm=0 ;;
+	-h | --help)
+		sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "deps: unknown argument $arg (see --help)" >&2
+		exit 2
+		;;
+	esac
+done
+
+say() { printf 'deps: %s\n' "$*" >&2; }
+
+# have_cmd NAME: NAME is an executable in a system bin folder of the root (or, for the
+# live system, anywhere on PATH).
+have_cmd() {
+	local d
+	for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+		[[ -x $root$d/$1 ]] && return 0
+	done
+	[[ -z $root ]] && command -v "$1" >/dev/null 2>&1
+}
+
+have_file() { [[ -e $root$1 ]]; }
+
+# The requirements: what must exist, and the Debian package that provides it.
+missing=()  # human-readable
+packages=() # apt packages to install
+need() {    # need PACKAGE WHAT
+	missing+=("$2 (Debian package $1)")
+	local p
+	for p in "${packages[@]}"; do [[ $p == "$1" ]] && return 0; done
+	packages+=("$1")
+}
+
+check_system() {
+	missing=()
+	packages=()
+	have_cmd mariadbd || need mariadb-server "command mariadbd"
+	have_cmd mariadb-install-db || need mariadb-server "command mariadb-install-db"
+	have_cmd mariadb || need mariadb-client "command mariadb"
+	have_cmd mariadb-dump || need mariadb-client "command mariadb-dump"
+	have_cmd protoc || need protobuf-compiler "command protoc"
+	# protoc's well-known types (proto/agent/v1/agent.proto imports timestamp.proto); not
+	# pulled in by protobuf-compiler with --no-install-recommends.
+	local f
+	for f in timestamp descriptor; do
+		have_file "/usr/include/google/protobuf/$f.proto" || need libprotobuf-dev "file /usr/include/google/protobuf/$f.proto"
+	done
+	have_cmd ansible-playbook || need ansible-core "command ansible-playbook"
+	have_cmd ansible-lint || need ansible-lint "command ansible-lint"
+	have_cmd logrotate || need logrotate "command logrotate"
+	have_cmd python3 || need python3 "command python3"
+	have_cmd setpriv || need util-linux "command setpriv"
+	have_cmd git || need git "command git"
+	have_cmd gzip || need gzip "command gzip"
+	have_cmd node || need nodejs "command node"
+	have_cmd npm || need npm "command npm"
+}
+
+# The npm packages are current when the installed lock matches the committed one and the
+# binaries the tests run are there.
+npm_current() {
+	[[ -x $npm_dir/node_modules/.bin/node && -f $npm_dir/node_modules/miniflare/package.json &&
+		-e $npm_dir/node_modules/workerd/package.json ]] || return 1
+	cmp -s "$lock_src/package-lock.json" "$npm_dir/package-lock.json" || return 1
+	cmp -s "$lock_src/package.json" "$npm_dir/package.json"
+}
+
+check_system
+npm_missing=0
+if ((with_npm)) && ! npm_current; then
+	npm_missing=1
 fi
-echo "deps: installing ${need[*]}"
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-    echo "deps: need root to install ${need[*]} (apt-get)" >&2; exit 1
-  fi
+
+if ((check_only)); then
+	for m in "${missing[@]}"; do printf 'missing: %s\n' "$m"; done
+	if ((npm_missing)); then
+		printf 'missing: npm packages of internal/workerdtest/package-lock.json in %s\n' "$npm_dir"
+	fi
+	if ((${#missing[@]} + npm_missing)); then
+		[[ ${#packages[@]} -gt 0 ]] && printf 'apt-get install --no-install-recommends %s\n' "${packages[*]}"
+		exit 1
+	fi
+	say "nothing missing"
+	exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-# Package scripts must not start services on the build machine: the tests start their own.
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-  $sudo chmod +x /usr/sbin/policy-rc.d
+
+if ((${#packages[@]})); then
+	apt_get=${APT_GET:-apt-get}
+	if [[ -n $root && -z ${APT_GET:-} ]]; then
+		say "DEPS_ROOT=$root can only be checked (--check), not installed into"
+		exit 2
+	fi
+	say "installing ${packages[*]}"
+	sudo=()
+	if [[ $(id -u) -ne 0 ]]; then
+		if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
+			say "need root to install ${packages[*]} (apt-get); run as root or install them yourself"
+			exit 1
+		fi
+	fi
+	# Package scripts must not start services on this machine (the tests start their own
+	# MariaDB). A policy-rc.d made here exists only during this install and is removed
+	# afterwards; one that was already there is left exactly as it is.
+	policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
+	policy_made=""
+	remove_policy() {
+		if [[ -n $policy_made ]] && cmp -s "$policy_made" "$policy"; then
+			"${sudo[@]}" rm -f "$policy"
+		fi
+		[[ -n $policy_made ]] && rm -f "$policy_made"
+		policy_made=""
+	}
+	if [[ ! -e $policy && ! -L $policy ]]; then
+		policy_made=$(mktemp)
+		printf '#!/bin/sh\n# made by testreset scripts/ensure-deps.sh for one apt-get run; removed after it\nexit 101\n' >"$policy_made"
+		trap remove_policy EXIT
+		trap 'exit 130' INT TERM
+		"${sudo[@]}" install -m 0755 "$policy_made" "$policy"
+	fi
+	if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "$apt_get" update -qq; then
+		say "apt-get update failed (network, sources.list?)"
+		exit 1
+	fi
+	if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "$apt_get" install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; then
+		say "apt-get install ${packages[*]} failed"
+		exit 1
+	fi
+	remove_policy
+	trap - EXIT INT TERM
+	check_system
+	if ((${#missing[@]})); then
+		for m in "${missing[@]}"; do say "still missing after apt-get: $m"; done
+		exit 1
+	fi
+	say "apt packages installed"
 fi
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-echo "deps: done"
+
+if ((npm_missing)); then
+	say "installing the npm packages of internal/workerdtest into $npm_dir (miniflare, workerd, Node 22)"
+	mkdir -p "$npm_dir"
+	cp "$lock_src/package.json" "$lock_src/package-lock.json" "$npm_dir/"
+	# npm ci installs exactly the lock; a failed install leaves no lock copy behind, so
+	# the next run tries again.
+	if ! (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+		rm -f "$npm_dir/package-lock.json"
+		say "npm ci failed in $npm_dir (registry reachable? see the npm log above)"
+		exit 1
+	fi
+	if ! npm_current; then
+		rm -f "$npm_dir/package-lock.json"
+		say "npm ci finished but $npm_dir/node_modules lacks node, miniflare or workerd"
+		exit 1
+	fi
+	say "npm packages installed: node $("$npm_dir/node_modules/.bin/node" --version)"
+fi

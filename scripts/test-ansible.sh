@@ -119,15 +119,8 @@ deps() {
 		say "hint: run it in CI or a throwaway VM: sudo bash scripts/test-ansible.sh"
 		return 1
 	fi
-	local need=()
-	command -v ansible-playbook >/dev/null || need+=(ansible-core)
-	command -v ansible-lint >/dev/null || need+=(ansible-lint)
-	command -v logrotate >/dev/null || need+=(logrotate)
-	if ((${#need[@]})); then
-		say "installing ${need[*]} with apt-get"
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || return 1
-	fi
+	# One place installs packages (and keeps policy-rc.d scoped to the install).
+	bash scripts/ensure-deps.sh --no-npm || return 1
 	local c
 	for c in ansible-playbook ansible-lint logrotate python3 setpriv "$go"; do
 		check "$c is installed" command -v "$c" >/dev/null
