@@ -133,10 +133,10 @@ func TestInstallScopesPolicyRCD(t *testing.T) {
 		files = append(files, r.path)
 	}
 	tests := []struct {
-		name      string
-		existing  string // "" = no policy-rc.d before the run
-		aptFails  bool
-		wantCode  int
+		name       string
+		existing   string // "" = no policy-rc.d before the run
+		aptFails   bool
+		wantCode   int
 		wantDuring string // policy-rc.d's last line while apt-get ran
 	}{
 		{"created for the install and removed", "", false, 0, "exit 101"},

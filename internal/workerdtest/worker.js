@@ -67,6 +67,9 @@ export default {
       return fail(400, 7400, "Request body must be a JSON object");
     }
     let statements;
+    if (body.batch !== undefined && body.sql !== undefined) {
+      return fail(400, 7400, 'Request body has both "sql" and "batch"');
+    }
     if (body.batch !== undefined) {
       if (!Array.isArray(body.batch)) {
         return fail(400, 7400, "batch must be an array");
