@@ -137,6 +137,7 @@ func cloudflareEnv(tb testing.TB) *env {
 func backends(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Run("sqlite", func(t *testing.T) { fn(t, sqliteEnv(t)) })
 	t.Run("cloudflare", func(t *testing.T) { fn(t, cloudflareEnv(t)) })
+	t.Run("workerd", func(t *testing.T) { fn(t, workerdEnv(t)) })
 }
 
 // copyD1 copies schema and rows of a SQLite file into the test server's database.
@@ -340,7 +341,7 @@ func TestSchemaDrivenCoverage(t *testing.T) {
 			`CREATE TABLE webhook_log (id INTEGER PRIMARY KEY, tenant_id TEXT, body TEXT)`,
 			`INSERT INTO webhook_log (tenant_id, body) VALUES ('t_test_qa1a', '{}')`,
 		} {
-			if _, err := e.raw.Exec(s); err != nil {
+			if err := e.exec(context.Background(), s); err != nil {
 				t.Fatal(err)
 			}
 		}
