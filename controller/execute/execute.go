@@ -285,7 +285,7 @@ func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, nam
 	case name == stepStripe:
 		return e.stripe(ctx, p, run)
 	case name == stepVerify:
-		remaining, err := Remaining(ctx, e.B, p)
+		remaining, err := remaining(ctx, e.B, p, e.inv.Stripe.Customers)
 		if err != nil {
 			return "", err
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/billing"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
@@ -183,6 +184,12 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 
 // Remaining takes the inventory of the plan's targets again and lists what is left.
 func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]string, error) {
+	return remaining(ctx, b, p, p.Inventory.Stripe.Customers)
+}
+
+// remaining is Remaining with the Stripe customers that were to be deleted: a run's own
+// (found live and planned), never more than the plan.
+func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customers []billing.Customer) ([]string, error) {
 	inv, err := inventory.Run(ctx, inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b},
 		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval})
 	if err != nil {
@@ -202,7 +209,7 @@ func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]strin
 		for _, c := range inv.Stripe.Customers {
 			seen[c.ID] = true
 		}
-		for _, c := range p.Inventory.Stripe.Customers {
+		for _, c := range customers {
 			if seen[c.ID] {
 				continue
 			}

@@ -287,18 +287,25 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 		if nodes[n].owner == "" {
 			continue
 		}
-		visited := map[int]bool{}
-		var down func(i int, labels []string)
-		down = func(i int, labels []string) {
-			if visited[i] {
-				return
-			}
-			visited[i] = true
+		// Breadth first from the owner, so each collected row shows its shortest path.
+		type step struct {
+			node   int
+			labels []string
+		}
+		visited := map[int]bool{n: true}
+		queue := []step{{n, nil}}
+		for len(queue) > 0 {
+			st := queue[0]
+			queue = queue[1:]
+			i := st.node
 			t := c.schema.Tables[nodes[i].table]
-			labels = append([]string{rowLabel(t, t.ReadColumns(), nodes[i].vals)}, labels...)
+			labels := append([]string{rowLabel(t, t.ReadColumns(), nodes[i].vals)}, st.labels...)
 			for _, rf := range nodes[i].refs {
 				if rf.node >= 0 {
-					down(rf.node, labels)
+					if !visited[rf.node] {
+						visited[rf.node] = true
+						queue = append(queue, step{rf.node, labels})
+					}
 					continue
 				}
 				origin := c.rows[rf.table]
@@ -318,7 +325,6 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 				shared = append(shared, sh)
 			}
 		}
-		down(n, nil)
 	}
 	inv.Shared = dedupeShared(shared)
 	return nil
