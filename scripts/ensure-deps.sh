@@ -2,7 +2,7 @@
 # Installs what the build, the tests and the demo need when it is missing, on Debian/Ubuntu:
 #
 #   apt   MariaDB server and client, protoc with its include files (google/protobuf/*.proto),
-#         ansible-core, ansible-lint, logrotate, git, Node.js and npm
+#         ansible-core, ansible-lint, logrotate, git, make, CA certificates, Node.js and npm
 #   npm   miniflare (Cloudflare's workerd) and a Node 22 build for the D1 conformance suite,
 #         pinned in internal/workerdtest/package-lock.json, into .tools/npm (project-local,
 #         reinstalled only when the lock file changes)
@@ -85,6 +85,9 @@ check_system() {
 	have_cmd python3 || need python3 "command python3"
 	have_cmd setpriv || need util-linux "command setpriv"
 	have_cmd git || need git "command git"
+	have_cmd make || need make "command make"
+	# Go (module downloads) and npm fetch over HTTPS.
+	have_file /etc/ssl/certs/ca-certificates.crt || need ca-certificates "file /etc/ssl/certs/ca-certificates.crt"
 	have_cmd gzip || need gzip "command gzip"
 	have_cmd node || need nodejs "command node"
 	have_cmd npm || need npm "command npm"

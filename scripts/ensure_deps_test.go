@@ -24,6 +24,8 @@ var required = []struct{ path, pkg string }{
 	{"usr/bin/python3", "python3"},
 	{"usr/bin/setpriv", "util-linux"},
 	{"usr/bin/git", "git"},
+	{"usr/bin/make", "make"},
+	{"etc/ssl/certs/ca-certificates.crt", "ca-certificates"},
 	{"bin/gzip", "gzip"},
 	{"usr/bin/node", "nodejs"},
 	{"usr/bin/npm", "npm"},
