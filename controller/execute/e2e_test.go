@@ -25,6 +25,7 @@ import (
 	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/cfapitest"
 	"github.com/prego/testreset/internal/stripetest"
+	"github.com/prego/testreset/internal/workerdtest"
 )
 
 // world is a deployment for one test: a real agent over mTLS with three Frappe sites in
@@ -39,6 +40,8 @@ type world struct {
 	env    map[string]string
 	stripe *stripetest.Server
 	cf     *cfapitest.Server
+	wd     *workerdtest.Server // D1 on workerd (KV stays in SQLite)
+	wdDB   string
 	cfg    *config.Config
 }
 
@@ -102,6 +105,26 @@ func newWorld(t *testing.T, backend string) *world {
 			t.Fatal(err)
 		}
 	}
+	if backend == "workerd" {
+		w.wd = workerd.Get(t)
+		w.wdDB = w.wd.NewDatabase(t)
+		w.env["CLOUDFLARE_API_TOKEN"] = w.wd.Token()
+		db := w.openWorkerd()
+		src, err := d1.OpenSQLite(seedCfg.D1.SQLite.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = workerdtest.CopyD1(ctx, src, db)
+		src.Close()
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m["d1"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.wd.AccountID, "database_id": w.wdDB, "base_url": w.wd.URL(), "requests_per_second": -1}}
+		if extra, err = yaml.Marshal(m); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if w.alice, err = a.WriteResetctlConfig("alice@example.test", string(extra)); err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +135,16 @@ func newWorld(t *testing.T, backend string) *world {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// openWorkerd opens the world's D1 database on workerd.
+func (w *world) openWorkerd() d1.DB {
+	w.t.Helper()
+	db, err := d1.OpenCloudflare(d1.CloudflareConfig{AccountID: w.wd.AccountID, DatabaseID: w.wdDB, Token: w.wd.Token(), BaseURL: w.wd.URL(), Retry: &d1.Retry{}, RateLimit: -1})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return db
 }
 
 func copyToCloudflare(t *testing.T, cfg *config.Config, srv *cfapitest.Server) {
@@ -207,7 +240,11 @@ func (w *world) snapshot() snapshot {
 			store, err = kv.OpenCloudflare(kv.CloudflareConfig{AccountID: w.cf.AccountID, Token: w.cf.Token(), BaseURL: w.cf.URL(), Namespaces: w.cf.Namespaces, Retry: &kv.Retry{}, RateLimit: -1})
 		}
 	} else {
-		db, err = d1.OpenSQLite(w.cfg.D1.SQLite.Path)
+		if w.wd != nil {
+			db = w.openWorkerd()
+		} else {
+			db, err = d1.OpenSQLite(w.cfg.D1.SQLite.Path)
+		}
 		if err == nil {
 			store, err = kv.OpenSQLite(w.cfg.KV.SQLite.Path)
 		}
@@ -330,7 +367,7 @@ func diff(a, b snapshot) string {
 }
 
 func TestFullFlow(t *testing.T) {
-	for _, backend := range []string{"sqlite", "cloudflare"} {
+	for _, backend := range []string{"sqlite", "cloudflare", "workerd"} {
 		t.Run(backend, func(t *testing.T) {
 			w := newWorld(t, backend)
 			before := w.snapshot()

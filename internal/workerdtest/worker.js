@@ -5,6 +5,8 @@
 //
 //   POST /client/v4/accounts/{account}/d1/database/{db}/raw    rows as arrays + columns
 //   POST /client/v4/accounts/{account}/d1/database/{db}/query  rows as objects
+//   GET  .../time_travel/bookmark                                the database's current bookmark
+//   POST .../time_travel/restore                                 refused (501): workerd cannot
 //
 // Body: {"sql": "...", "params": [...]} or {"batch": [{"sql", "params"}, ...]}. Every request
 // runs in one transaction, as on D1. Each database id ("db-0", "db-1", ...) is its own D1
@@ -27,7 +29,10 @@ const fail = (status, code, message) =>
 
 const ok = (result) => envelope(200, { success: true, errors: [], messages: [], result });
 
-const route = /^\/client\/v4\/accounts\/([^/]+)\/d1\/database\/([^/]+)\/(raw|query)$/;
+const route = /^\/client\/v4\/accounts\/([^/]+)\/d1\/database\/([^/]+)\/(raw|query|time_travel\/bookmark|time_travel\/restore)$/;
+
+// The header in which D1 answers with the database's bookmark after a request.
+const bookmarkHeader = "x-cf-d1-session-commit-token";
 
 export default {
   async fetch(request, env) {
@@ -43,7 +48,8 @@ export default {
     if (decodeURIComponent(account) !== env.ACCOUNT_ID) {
       return fail(404, 7003, `Could not route to ${url.pathname}, perhaps your object identifier is invalid?`);
     }
-    if (request.method !== "POST") {
+    const wantMethod = endpoint === "time_travel/bookmark" ? "GET" : "POST";
+    if (request.method !== wantMethod) {
       return fail(405, 10405, "Method not allowed");
     }
     const binding = /^db-(\d+)$/.exec(decodeURIComponent(dbID));
@@ -55,6 +61,26 @@ export default {
     // workerd changes it rather than testing something else.
     if (!db.fetcher || typeof db.fetcher.fetch !== "function") {
       return fail(500, 7500, "workerdtest: the D1 binding has no fetcher (workerd changed?)");
+    }
+
+    if (endpoint === "time_travel/bookmark") {
+      // D1 reports the bookmark after every request; a read-only statement asks for it.
+      const resp = await db.fetcher.fetch("http://d1/query?resultsFormat=NONE", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify([{ sql: "SELECT 1", params: [] }]),
+      });
+      await resp.arrayBuffer();
+      const bookmark = resp.headers.get(bookmarkHeader);
+      if (!bookmark) {
+        return fail(500, 7500, "workerdtest: D1 answered without a bookmark");
+      }
+      return ok({ bookmark });
+    }
+    if (endpoint === "time_travel/restore") {
+      // workerd restores a bookmark only when a Durable Object restarts, which the
+      // binding cannot ask for: refuse instead of pretending.
+      return fail(501, 7501, "workerdtest: Time Travel restore is not available on workerd");
     }
 
     let body;

@@ -184,3 +184,44 @@ func TestBatchTransaction(t *testing.T) {
 		t.Errorf("after the failed batch: %+v, want 2 rows left", env)
 	}
 }
+
+// The Worker reports D1's bookmark and refuses a restore it cannot do.
+func TestTimeTravel(t *testing.T) {
+	srv := workerd.Get(t)
+	db := srv.NewDatabase(t)
+	base := srv.URL() + "/accounts/" + srv.AccountID + "/d1/database/" + db
+	bookmark := func() string {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, base+"/time_travel/bookmark", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+srv.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var env struct {
+			Success bool `json:"success"`
+			Result  struct {
+				Bookmark string `json:"bookmark"`
+			} `json:"result"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || !env.Success || env.Result.Bookmark == "" {
+			t.Fatalf("bookmark: HTTP %d, %+v, %v", resp.StatusCode, env, err)
+		}
+		return env.Result.Bookmark
+	}
+	before := bookmark()
+	if _, env := post(t, base+"/raw", srv.Token(), map[string]any{"sql": "CREATE TABLE t (id INTEGER PRIMARY KEY)"}); !env.Success {
+		t.Fatalf("create: %+v", env)
+	}
+	if after := bookmark(); after == before {
+		t.Errorf("bookmark %s unchanged by a write", after)
+	}
+	code, env := post(t, base+"/time_travel/restore?bookmark="+before, srv.Token(), nil)
+	if code != http.StatusNotImplemented || env.Success {
+		t.Errorf("restore: HTTP %d, %+v; want 501", code, env)
+	}
+}
