@@ -144,3 +144,44 @@ func (c *collector) probe(ctx context.Context, spec *config.Spec, reached map[st
 	sort.Strings(warnings)
 	return warnings, nil
 }
+
+// prefixCollisions finds other tenants whose id is a target tenant's id followed by a KV
+// key delimiter ("t_1" and "t_1:primary"): a prefix template cannot tell their keys apart,
+// so such targets are blocked. It reads only when a prefix template uses a tenant value.
+func (c *collector) prefixCollisions(ctx context.Context, spec *config.Spec, tenants []string) (map[string][]string, error) {
+	uses := false
+	for _, t := range spec.KV {
+		uses = uses || t.Match == "prefix" && strings.Contains(t.Key, "{") && !(strings.Contains(t.Key, "{email}") && strings.Count(t.Key, "{") == 1)
+	}
+	if !uses || len(tenants) == 0 {
+		return nil, nil
+	}
+	key := d1.QuoteIdent(spec.TenantRoot.Key)
+	var stmts []d1.Statement
+	var owners []string
+	for _, id := range tenants {
+		var a d1.Args
+		vals := make([]d1.Value, 0, len(keyDelimiters))
+		for _, d := range keyDelimiters {
+			vals = append(vals, d1.Text(id+string(d)))
+		}
+		n := len([]rune(id)) + 1
+		stmts = append(stmts, d1.Statement{SQL: "SELECT " + key + " FROM " + d1.QuoteIdent(spec.TenantRoot.Table) +
+			" WHERE substr(" + key + ", 1, " + fmt.Sprint(n) + ") IN (" + a.List(vals) + ") LIMIT 10", Params: a.Params()})
+		owners = append(owners, id)
+	}
+	c.requests++
+	out, err := c.db.Batch(ctx, stmts)
+	if err != nil {
+		return nil, fmt.Errorf("tenant id prefixes: %w", err)
+	}
+	res := map[string][]string{}
+	for i, r := range out {
+		for _, row := range r.Rows {
+			if len(row) > 0 {
+				res[owners[i]] = append(res[owners[i]], plain(row[0]))
+			}
+		}
+	}
+	return res, nil
+}

@@ -414,6 +414,10 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if err != nil {
 		return nil, err
 	}
+	collisions, err := c.prefixCollisions(ctx, spec, tenantIDs)
+	if err != nil {
+		return nil, err
+	}
 	inv.Coverage = append(inv.Coverage, probed...)
 	inv.D1Requests = c.requests
 
@@ -458,6 +462,12 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		return nil, err
 	}
 	sites(ctx, src.Sites, inv, reports)
+	for id, others := range collisions {
+		for _, t := range tenantTargets[id] {
+			reports[t].Blocked = true
+			reports[t].Reasons = append(reports[t].Reasons, fmt.Sprintf("tenant %s: other tenants' ids continue it with a KV key delimiter (%s): prefix keys cannot be told apart", id, strings.Join(others, ", ")))
+		}
+	}
 	notFound(c, spec, targets, inv, reports)
 	guards(cfg, opt, inv, reports)
 	sharedGuards(inv, reports)

@@ -306,6 +306,10 @@ func TestParseTargets(t *testing.T) {
 		{"no-at-sign", "", true},
 		{"", "", true},
 		{"percent%@example.test", "", true},
+		{"qa|1@example.test", "", true},
+		{"qa/1@example.test", "", true},
+		{"qa#1@example.test", "", true},
+		{"qa{1}@example.test", "", true},
 	}
 	for _, tt := range tests {
 		got, err := inventory.ParseTargets([]string{tt.in}, nil)
@@ -319,6 +323,11 @@ func TestParseTargets(t *testing.T) {
 	}
 	if _, err := inventory.ParseTargets(nil, []string{"t_1'; DROP TABLE x"}); err == nil {
 		t.Error("tenant id with quotes accepted")
+	}
+	for _, id := range []string{"t_1:primary", "t_1/x", "t_1|x", "t_1#x", "t_1;x", "t_1,x", "t_{tenant_id}"} {
+		if _, err := inventory.ParseTargets(nil, []string{id}); err == nil || !strings.Contains(err.Error(), "delimiter") {
+			t.Errorf("tenant id %q: error %v, want a delimiter refusal", id, err)
+		}
 	}
 }
 
