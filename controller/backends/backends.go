@@ -12,6 +12,7 @@ import (
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/kv"
+	"github.com/prego/testreset/internal/cfclient"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -31,6 +32,9 @@ var namespaces = []string{"TENANT_ORIGINS", "AUTH_STORE", "PREGO_AI"}
 func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Backends, error) {
 	b := &Backends{Config: cfg}
 	var err error
+	// One transport for D1 and KV: one limiter for the account, one 429 block.
+	cf := cfclient.NewTransport(cfclient.TransportOptions{RequestsPerSecond: cfg.Cloudflare.RequestsPerSecond,
+		MaxRetryWait: cfg.Cloudflare.MaxRetryWait, Log: log})
 	switch cfg.D1.Backend {
 	case "sqlite":
 		if cfg.D1.SQLite.Path == "" {
@@ -44,7 +48,7 @@ func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Ba
 		}
 		b.D1, err = d1.OpenCloudflare(d1.CloudflareConfig{AccountID: cfg.D1.Cloudflare.AccountID,
 			DatabaseID: cfg.D1.Cloudflare.DatabaseID, Token: tok, BaseURL: cfg.D1.Cloudflare.BaseURL,
-			RateLimit: cfg.D1.Cloudflare.RequestsPerSecond})
+			Transport: cf})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("d1: %w", err)
@@ -64,7 +68,7 @@ func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Ba
 		}
 		b.KV, err = kv.OpenCloudflare(kv.CloudflareConfig{AccountID: cfg.KV.Cloudflare.AccountID, Token: tok,
 			BaseURL: cfg.KV.Cloudflare.BaseURL, Namespaces: cfg.KV.Cloudflare.Namespaces,
-			RateLimit: cfg.KV.Cloudflare.RequestsPerSecond})
+			Transport: cf})
 	}
 	if err != nil {
 		b.Close()

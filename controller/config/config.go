@@ -25,8 +25,9 @@ type Config struct {
 	StateDir string   `yaml:"state_dir"`
 	Identity Identity `yaml:"identity"`
 	Agents   Agents   `yaml:"agents"`
-	D1       D1       `yaml:"d1"`
-	KV       KV       `yaml:"kv"`
+	D1         D1         `yaml:"d1"`
+	KV         KV         `yaml:"kv"`
+	Cloudflare Cloudflare `yaml:"cloudflare"`
 	Stripe   Stripe   `yaml:"stripe"`
 	Guards   Guards   `yaml:"guards"`
 	Spec     Spec     `yaml:"spec"`
@@ -60,9 +61,6 @@ type D1 struct {
 		AccountID  string `yaml:"account_id"`
 		DatabaseID string `yaml:"database_id"`
 		BaseURL    string `yaml:"base_url"`
-		// RequestsPerSecond caps API calls (0 = cloudflare-go's 4/s; the account allows
-		// 1,200 per 5 minutes). Negative disables the limiter (tests).
-		RequestsPerSecond float64 `yaml:"requests_per_second"`
 	} `yaml:"cloudflare"`
 }
 
@@ -73,11 +71,21 @@ type KV struct {
 		Path string `yaml:"path"`
 	} `yaml:"sqlite"`
 	Cloudflare struct {
-		AccountID         string            `yaml:"account_id"`
-		BaseURL           string            `yaml:"base_url"`
-		Namespaces        map[string]string `yaml:"namespaces"` // binding -> namespace id
-		RequestsPerSecond float64           `yaml:"requests_per_second"`
+		AccountID  string            `yaml:"account_id"`
+		BaseURL    string            `yaml:"base_url"`
+		Namespaces map[string]string `yaml:"namespaces"` // binding -> namespace id
 	} `yaml:"cloudflare"`
+}
+
+// Cloudflare is what D1 and KV on Cloudflare share: one request limiter for the account
+// and how long a run may wait when Cloudflare answers 429 with Retry-After.
+type Cloudflare struct {
+	// RequestsPerSecond caps D1 and KV requests together (default 3.5; the account allows
+	// 1,200 per 5 minutes, 4/s). Negative disables the limiter (tests only).
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	// MaxRetryWait caps one wait for a 429's Retry-After (default 6m: Cloudflare blocks
+	// for 5 minutes). A longer Retry-After fails the step; resume it later.
+	MaxRetryWait time.Duration `yaml:"max_retry_wait"`
 }
 
 // Stripe is enabled when STRIPE_API_KEY is set (or required by Enabled).
@@ -85,6 +93,10 @@ type Stripe struct {
 	// Enabled: "auto" (default: on when STRIPE_API_KEY is set), "true" or "false".
 	Enabled string `yaml:"enabled"`
 	BaseURL string `yaml:"base_url"`
+	// Search: "auto" (default) finds customers by e-mail with the Search API as well as
+	// the list filter, and turns itself off with a warning in the plan where the account
+	// has no Search API; "off" uses the list filter only.
+	Search string `yaml:"search"`
 }
 
 // Guards are the safety switches of the runbook (TEST_DATA_RESET_ENABLED and allowlists).
@@ -205,6 +217,15 @@ func (c *Config) resolve(dir string) {
 	if c.Stripe.Enabled == "" {
 		c.Stripe.Enabled = "auto"
 	}
+	if c.Stripe.Search == "" {
+		c.Stripe.Search = "auto"
+	}
+	if c.Cloudflare.RequestsPerSecond == 0 {
+		c.Cloudflare.RequestsPerSecond = 3.5
+	}
+	if c.Cloudflare.MaxRetryWait == 0 {
+		c.Cloudflare.MaxRetryWait = 6 * time.Minute
+	}
 	for i := range c.Spec.KV {
 		if c.Spec.KV[i].Match == "" {
 			c.Spec.KV[i].Match = "exact"
@@ -260,6 +281,14 @@ func (c *Config) validate() error {
 	case "auto", "true", "false":
 	default:
 		bad("stripe.enabled", "%q is not auto, true or false", c.Stripe.Enabled)
+	}
+	switch c.Stripe.Search {
+	case "auto", "off":
+	default:
+		bad("stripe.search", "%q is not auto or off", c.Stripe.Search)
+	}
+	if c.Cloudflare.MaxRetryWait < 0 {
+		bad("cloudflare.max_retry_wait", "%s is negative", c.Cloudflare.MaxRetryWait)
 	}
 	for i, t := range c.Spec.KV {
 		key := fmt.Sprintf("spec.kv[%d]", i)

@@ -9,13 +9,14 @@ import (
 )
 
 // Bind renders v as a placeholder expression and the parameters it needs, so
-// that the same SQL stores the same value on SQLite and on D1. D1's REST
-// parameters pass through JSON and JavaScript, which round integers above
-// 2^53, turn integral numbers into INTEGERs and cannot carry bytes, so:
+// that the same SQL stores the same value on SQLite and on D1. D1's REST API
+// takes parameters as strings (a JSON number would pass through JavaScript,
+// which rounds integers above 2^53 and binds numbers as REAL), so every
+// parameter is text:
 //
 //	NULL     NULL                 (no parameter)
 //	integer  CAST(? AS INTEGER)   decimal text
-//	real     CAST(? AS REAL)      the number (±Inf as text 9e999 / -9e999)
+//	real     CAST(? AS REAL)      shortest round-trip decimal text (±Inf as 9e999 / -9e999)
 //	text     ?                    the text
 //	blob     unhex(?)             hex text (SQLite >= 3.41 has unhex)
 //
@@ -33,8 +34,9 @@ func Bind(v Value) (placeholder string, params []Value) {
 		case math.IsInf(v.Real, -1):
 			return "CAST(? AS REAL)", []Value{Text("-9e999")}
 		}
-		// CAST keeps integral reals REAL: D1 binds an integral JSON number as INTEGER.
-		return "CAST(? AS REAL)", []Value{v}
+		// The shortest text that parses back to the same float64; CAST keeps
+		// integral reals REAL.
+		return "CAST(? AS REAL)", []Value{Text(strconv.FormatFloat(v.Real, 'g', -1, 64))}
 	case KindText:
 		return "?", []Value{v}
 	case KindBlob:

@@ -31,8 +31,13 @@ type CloudflareConfig struct {
 	BaseURL string
 	// Retry defaults to DefaultRetry when nil.
 	Retry *Retry
-	// RateLimit is requests per second: 0 keeps cloudflare-go's 4/s, a
-	// negative value disables the limiter (tests).
+	// Transport carries every request: share one (cfclient.NewTransport)
+	// between D1 and KV so they share the account's rate limit and its
+	// 429 waits. Nil builds a private one limited to RateLimit.
+	Transport http.RoundTripper
+	// RateLimit is requests per second of a private Transport: 0 keeps
+	// cfclient.DefaultRequestsPerSecond, a negative value disables the
+	// limiter (tests).
 	RateLimit float64
 	// HTTPClient is optional.
 	HTTPClient *http.Client
@@ -53,7 +58,7 @@ func OpenCloudflare(cfg CloudflareConfig) (DB, error) {
 	if cfg.Token == "" {
 		return nil, errors.New("open d1 cloudflare: empty api token (set CLOUDFLARE_API_TOKEN)")
 	}
-	opts, tries := clientOptions(cfg.BaseURL, cfg.Retry, cfg.RateLimit, cfg.HTTPClient)
+	opts, tries := clientOptions(cfg.BaseURL, cfg.Retry, cfg.RateLimit, cfg.Transport, cfg.HTTPClient)
 	api, err := cloudflare.NewWithAPIToken(cfg.Token, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open d1 cloudflare: %w", err)
@@ -65,8 +70,8 @@ func OpenCloudflare(cfg CloudflareConfig) (DB, error) {
 	}, nil
 }
 
-func clientOptions(baseURL string, r *Retry, rps float64, hc *http.Client) ([]cloudflare.Option, int) {
-	opts, policy := cfclient.Options(baseURL, r, rps, hc)
+func clientOptions(baseURL string, r *Retry, rps float64, rt http.RoundTripper, hc *http.Client) ([]cloudflare.Option, int) {
+	opts, policy := cfclient.Options(baseURL, r, rps, rt, hc)
 	return opts, policy.MaxRetries + 1
 }
 
@@ -75,8 +80,8 @@ func (c *cloudflareDB) Kind() string { return "cloudflare" }
 func (c *cloudflareDB) Close() error { return nil }
 
 type rawStatement struct {
-	SQL    string `json:"sql"`
-	Params []any  `json:"params"`
+	SQL    string   `json:"sql"`
+	Params []string `json:"params"`
 }
 
 type rawBatch struct {
@@ -90,6 +95,9 @@ type rawResult struct {
 	} `json:"results"`
 	Success *bool  `json:"success"`
 	Error   string `json:"error"`
+	Meta    struct {
+		Changes int64 `json:"changes"`
+	} `json:"meta"`
 }
 
 func (c *cloudflareDB) Query(ctx context.Context, query string, params ...Value) (*Result, error) {
@@ -130,21 +138,11 @@ func (c *cloudflareDB) Batch(ctx context.Context, stmts []Statement) ([]*Result,
 	return res, nil
 }
 
-// wireStatement encodes parameters for JSON; Validate has already refused
-// everything JSON would change.
+// wireStatement encodes a validated statement: every parameter is text.
 func wireStatement(st Statement) rawStatement {
-	params := make([]any, len(st.Params))
+	params := make([]string, len(st.Params))
 	for i, p := range st.Params {
-		switch p.Kind {
-		case KindInteger:
-			params[i] = p.Int
-		case KindReal:
-			params[i] = p.Real
-		case KindText:
-			params[i] = p.Text
-		default:
-			params[i] = nil
-		}
+		params[i] = p.Text
 	}
 	return rawStatement{SQL: st.SQL, Params: params}
 }
@@ -173,7 +171,7 @@ func (c *cloudflareDB) raw(ctx context.Context, body []byte, want int) ([]*Resul
 		if r.Success != nil && !*r.Success {
 			return nil, fmt.Errorf("statement %d failed: %s", i+1, r.Error)
 		}
-		res := &Result{Columns: r.Results.Columns, Rows: make([][]Value, len(r.Results.Rows))}
+		res := &Result{Columns: r.Results.Columns, Rows: make([][]Value, len(r.Results.Rows)), Changes: r.Meta.Changes}
 		if res.Columns == nil {
 			res.Columns = []string{}
 		}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 )
 
@@ -24,21 +23,25 @@ var (
 	ErrTooManyParams       = errors.New("too many bound parameters")
 	ErrStatementTooLong    = errors.New("statement too long")
 	ErrExplicitTransaction = errors.New("explicit transaction statements are refused: a batch is the transaction")
+	ErrNonTextParam        = errors.New("D1 takes parameters as strings only")
 )
-
-// maxSafeInt is the largest integer JavaScript numbers hold exactly.
-const maxSafeInt = 1<<53 - 1
 
 // Statement is one SQL statement with positional parameters.
 type Statement struct {
 	SQL    string
 	Params []Value
+	// Rows estimates the rows the statement writes or reads, for request
+	// budgets (see Budget); 0 counts as one.
+	Rows int
 }
 
 // Result holds the rows of one statement; writes have no columns.
 type Result struct {
 	Columns []string
 	Rows    [][]Value
+	// Changes is how many rows the statement inserted, updated or deleted
+	// (D1's meta.changes; RowsAffected on SQLite). Not counted for reads.
+	Changes int64
 }
 
 // Index returns the position of the named column, or -1.
@@ -77,9 +80,11 @@ type TimeTravel interface {
 
 // Validate checks a statement against D1's limits and the rules both
 // backends share: no explicit transactions, no more than MaxParams
-// parameters, no more than MaxStatementBytes of SQL, and only parameters that
-// survive D1's JSON unchanged (NULL, text, reals, integers within ±2^53;
-// bind other values with Bind).
+// parameters, no more than MaxStatementBytes of SQL, and every parameter a
+// string. D1's REST API types params as strings, so the one place that makes
+// parameters is Bind (and Args on top of it): integers, reals and blobs go as
+// text inside a CAST or unhex, NULL as the literal. Both backends bind exactly
+// these strings, so a statement means the same on SQLite and on D1.
 func Validate(s Statement) error {
 	if strings.TrimSpace(s.SQL) == "" {
 		return errors.New("empty statement")
@@ -95,20 +100,8 @@ func Validate(s Statement) error {
 		return ErrExplicitTransaction
 	}
 	for i, p := range s.Params {
-		switch p.Kind {
-		case KindNull, KindText:
-		case KindInteger:
-			if p.Int > maxSafeInt || p.Int < -maxSafeInt {
-				return fmt.Errorf("parameter %d: integer %d exceeds 2^53 and would be rounded by D1; bind it with d1.Bind", i+1, p.Int)
-			}
-		case KindReal:
-			if math.IsInf(p.Real, 0) || math.IsNaN(p.Real) {
-				return fmt.Errorf("parameter %d: %v cannot be sent to D1; bind it with d1.Bind", i+1, p.Real)
-			}
-		case KindBlob:
-			return fmt.Errorf("parameter %d: blobs cannot be sent to D1 as parameters; bind them with d1.Bind (unhex)", i+1)
-		default:
-			return fmt.Errorf("parameter %d: unknown kind %q", i+1, p.Kind)
+		if p.Kind != KindText {
+			return fmt.Errorf("parameter %d: %w: got %s; build the statement with d1.Args or d1.Bind", i+1, ErrNonTextParam, p.Kind)
 		}
 	}
 	return nil

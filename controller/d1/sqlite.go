@@ -110,6 +110,17 @@ func QuerySQLite(ctx context.Context, q Queryer, st Statement) (*Result, error) 
 	for i, p := range st.Params {
 		args[i] = p.Go()
 	}
+	if e, ok := q.(Execer); ok && isPlainWrite(st.SQL) {
+		r, err := e.ExecContext(ctx, st.SQL, args...)
+		if err != nil {
+			return nil, err
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("rows affected: %w", err)
+		}
+		return &Result{Columns: []string{}, Rows: [][]Value{}, Changes: n}, nil
+	}
 	rows, err := q.QueryContext(ctx, st.SQL, args...)
 	if err != nil {
 		return nil, err
@@ -161,6 +172,22 @@ func QuerySQLite(ctx context.Context, q Queryer, st Statement) (*Result, error) 
 		return nil, err
 	}
 	return res, nil
+}
+
+// Execer is implemented by *sql.DB, *sql.Tx and *sql.Conn; QuerySQLite uses
+// it for writes, to report RowsAffected as Result.Changes.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// isPlainWrite reports an INSERT, UPDATE, DELETE or REPLACE that returns no
+// rows (no RETURNING clause).
+func isPlainWrite(q string) bool {
+	switch strings.ToUpper(FirstKeyword(q)) {
+	case "INSERT", "UPDATE", "DELETE", "REPLACE":
+		return !HasKeyword(q, "RETURNING")
+	}
+	return false
 }
 
 func hasTimeDecl(types []*sql.ColumnType) bool {

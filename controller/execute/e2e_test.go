@@ -99,8 +99,9 @@ func newWorld(t *testing.T, backend string) *world {
 		w.cf = cfapitest.New(t, cfapitest.Options{})
 		w.env["CLOUDFLARE_API_TOKEN"] = w.cf.Token()
 		copyToCloudflare(t, seedCfg, w.cf)
-		m["d1"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "database_id": w.cf.DatabaseID, "base_url": w.cf.URL(), "requests_per_second": -1}}
-		m["kv"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "base_url": w.cf.URL(), "namespaces": w.cf.Namespaces, "requests_per_second": -1}}
+		m["d1"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "database_id": w.cf.DatabaseID, "base_url": w.cf.URL()}}
+		m["cloudflare"] = map[string]any{"requests_per_second": -1}
+		m["kv"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "base_url": w.cf.URL(), "namespaces": w.cf.Namespaces}}
 		if extra, err = yaml.Marshal(m); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -43,8 +44,13 @@ type CloudflareConfig struct {
 	Namespaces map[string]string
 	// Retry defaults to DefaultRetry when nil.
 	Retry *Retry
-	// RateLimit is requests per second: 0 keeps cloudflare-go's 4/s, a
-	// negative value disables the limiter (tests).
+	// Transport carries every request: share one (cfclient.NewTransport)
+	// between D1 and KV so they share the account's rate limit and its
+	// 429 waits. Nil builds a private one limited to RateLimit.
+	Transport http.RoundTripper
+	// RateLimit is requests per second of a private Transport: 0 keeps
+	// cfclient.DefaultRequestsPerSecond, a negative value disables the
+	// limiter (tests).
 	RateLimit float64
 	// HTTPClient is optional.
 	HTTPClient *http.Client
@@ -75,7 +81,7 @@ func OpenCloudflare(cfg CloudflareConfig) (Store, error) {
 			return nil, fmt.Errorf("open kv cloudflare: empty namespace id for binding %s", b)
 		}
 	}
-	opts, policy := cfclient.Options(cfg.BaseURL, cfg.Retry, cfg.RateLimit, cfg.HTTPClient)
+	opts, policy := cfclient.Options(cfg.BaseURL, cfg.Retry, cfg.RateLimit, cfg.Transport, cfg.HTTPClient)
 	api, err := cloudflare.NewWithAPIToken(cfg.Token, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open kv cloudflare: %w", err)
@@ -166,36 +172,108 @@ func nullToNil(m json.RawMessage) json.RawMessage {
 	return append(json.RawMessage(nil), m...)
 }
 
-// Get lists the key (it sorts first among keys with itself as prefix) for
-// expiration and metadata, then reads the value: the value endpoint returns
-// only the bytes.
+// Get is GetMany of one key.
 func (c *cloudflareStore) Get(ctx context.Context, binding, key string) (*Entry, bool, error) {
-	if err := CheckKey(key); err != nil {
-		return nil, false, fmt.Errorf("get key %s: %w", binding, err)
+	m, err := c.GetMany(ctx, binding, []string{key})
+	if err != nil {
+		return nil, false, err
 	}
+	e, ok := m[key]
+	return e, ok, nil
+}
+
+type bulkGetBody struct {
+	Keys         []string `json:"keys"`
+	Type         string   `json:"type"`
+	WithMetadata bool     `json:"withMetadata"`
+}
+
+type bulkGetEntry struct {
+	Value      *string         `json:"value"`
+	Metadata   json.RawMessage `json:"metadata"`
+	Expiration json.Number     `json:"expiration"`
+}
+
+// GetMany reads through POST .../bulk/get (up to MaxBulkGet keys, text
+// values with metadata and expiration). Bulk reads return values as text: a
+// value that comes back with U+FFFD may be bytes that are not UTF-8, so it
+// is read again on its own from .../values/{key}, which returns the bytes.
+// Point reads, unlike listings, never show a key that was deleted.
+func (c *cloudflareStore) GetMany(ctx context.Context, binding string, keys []string) (map[string]*Entry, error) {
 	nsID, err := c.namespaceID(binding)
 	if err != nil {
-		return nil, false, fmt.Errorf("get key: %w", err)
+		return nil, fmt.Errorf("get keys: %w", err)
 	}
-	keys, _, err := c.List(ctx, binding, key, "", MinListLimit)
-	if err != nil {
-		return nil, false, fmt.Errorf("get key %s %q: %w", binding, key, err)
+	for _, k := range keys {
+		if err := CheckKey(k); err != nil {
+			return nil, fmt.Errorf("get keys %s: %w", binding, err)
+		}
 	}
-	if len(keys) == 0 || keys[0].Name != key {
-		return nil, false, nil
+	out := map[string]*Entry{}
+	for start := 0; start < len(keys); start += MaxBulkGet {
+		chunk := keys[start:min(start+MaxBulkGet, len(keys))]
+		body, err := json.Marshal(bulkGetBody{Keys: chunk, Type: "text", WithMetadata: true})
+		if err != nil {
+			return nil, fmt.Errorf("get keys %s: %w", binding, err)
+		}
+		resp, err := c.api.Raw(ctx, http.MethodPost, c.path(nsID, "/bulk/get"), body, nil)
+		if err != nil {
+			return nil, fmt.Errorf("get keys %s: %w", binding, cfclient.APIError(ctx, err, c.retry.MaxRetries+1, "KV", "the namespace id"))
+		}
+		if !resp.Success {
+			return nil, fmt.Errorf("get keys %s: cloudflare api: %s", binding, cfclient.ResponseErrors(resp.Errors))
+		}
+		var r struct {
+			Values map[string]*bulkGetEntry `json:"values"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(resp.Result))
+		dec.UseNumber()
+		if err := dec.Decode(&r); err != nil {
+			return nil, fmt.Errorf("get keys %s: decode: %w", binding, err)
+		}
+		for _, k := range chunk {
+			v := r.Values[k]
+			if v == nil || v.Value == nil {
+				continue
+			}
+			e := &Entry{Key: k, Value: []byte(*v.Value), Metadata: nullToNil(v.Metadata)}
+			if v.Expiration != "" {
+				f, err := strconv.ParseFloat(v.Expiration.String(), 64)
+				if err != nil {
+					return nil, fmt.Errorf("get keys %s: key %q: expiration %s: %w", binding, k, v.Expiration, err)
+				}
+				e.Expiration = int64(f)
+			}
+			if strings.ContainsRune(*v.Value, utf8.RuneError) {
+				value, ok, err := c.value(ctx, binding, nsID, k)
+				if err != nil {
+					return nil, err
+				}
+				if !ok {
+					continue // deleted or expired in between
+				}
+				e.Value = value
+			}
+			out[k] = e
+		}
 	}
+	return out, nil
+}
+
+// value reads one value's bytes.
+func (c *cloudflareStore) value(ctx context.Context, binding, nsID, key string) ([]byte, bool, error) {
 	value, err := c.api.GetWorkersKV(ctx, c.rc, cloudflare.GetWorkersKVParams{NamespaceID: nsID, Key: key})
 	if err != nil {
 		var nf *cloudflare.NotFoundError
 		if errors.As(err, &nf) {
-			return nil, false, nil // deleted or expired since the listing
+			return nil, false, nil
 		}
 		return nil, false, fmt.Errorf("get key %s %q: %w", binding, key, cfclient.APIError(ctx, err, c.retry.MaxRetries+1, "KV", "the namespace id"))
 	}
 	if value == nil {
 		value = []byte{}
 	}
-	return &Entry{Key: key, Value: value, Expiration: keys[0].Expiration, Metadata: keys[0].Metadata}, true, nil
+	return value, true, nil
 }
 
 type bulkResult struct {

@@ -17,6 +17,7 @@ import (
 // Workers KV limits, enforced on both backends.
 const (
 	MaxBulk          = 10_000 // pairs per bulk write, keys per bulk delete
+	MaxBulkGet       = 100    // keys per bulk read
 	MinListLimit     = 10
 	MaxListLimit     = 1000
 	MaxKeyBytes      = 512
@@ -54,6 +55,11 @@ type Store interface {
 	// Get returns the entry with its metadata and expiration; false if the
 	// key does not exist or has expired.
 	Get(ctx context.Context, namespace, key string) (*Entry, bool, error)
+	// GetMany reads keys with their metadata and expiration; keys that do
+	// not exist or have expired are absent from the map. On Cloudflare it is
+	// one bulk read per MaxBulkGet keys, plus one read per value that is not
+	// text. Point reads see a deletion at once, where a listing may not.
+	GetMany(ctx context.Context, namespace string, keys []string) (map[string]*Entry, error)
 	// Put writes entries, in requests of at most MaxBulk pairs.
 	Put(ctx context.Context, namespace string, entries []Entry) error
 	// Delete removes keys, in requests of at most MaxBulk keys; absent keys

@@ -130,6 +130,20 @@ func (s *sqliteStore) Get(ctx context.Context, ns, key string) (*Entry, bool, er
 	return &e, true, nil
 }
 
+func (s *sqliteStore) GetMany(ctx context.Context, ns string, keys []string) (map[string]*Entry, error) {
+	out := map[string]*Entry{}
+	for _, k := range keys {
+		e, ok, err := s.Get(ctx, ns, k)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[k] = e
+		}
+	}
+	return out, nil
+}
+
 func (s *sqliteStore) Put(ctx context.Context, ns string, entries []Entry) error {
 	if err := s.bindings.check(ns); err != nil {
 		return fmt.Errorf("put keys: %w", err)

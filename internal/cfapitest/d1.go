@@ -75,6 +75,10 @@ func (s *Server) handleD1(raw bool) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, 7400, "Invalid JSON body: "+err.Error())
 			return
 		}
+		if req.Batch != nil && req.SQL != nil {
+			writeError(w, http.StatusBadRequest, 7400, "Request body must have either \"sql\" or \"batch\", not both")
+			return
+		}
 		stmts := req.Batch
 		if stmts == nil {
 			if req.SQL == nil {
@@ -86,6 +90,9 @@ func (s *Server) handleD1(raw bool) http.HandlerFunc {
 		results, err := s.runD1(r.Context(), stmts)
 		var se *sqlError
 		switch {
+		case errors.Is(err, errWriteDenied):
+			writeError(w, http.StatusForbidden, 10000, "Authentication error: the API token lacks "+ScopeD1Write+" (the statement writes)")
+			return
 		case errors.As(err, &se):
 			writeError(w, http.StatusBadRequest, d1SQLError, se.msg)
 			return
@@ -94,6 +101,7 @@ func (s *Server) handleD1(raw bool) http.HandlerFunc {
 			return
 		}
 		out := make([]any, len(results))
+		size := 0
 		for i, res := range results {
 			if raw {
 				ro := rawOut{Results: rawResults{Columns: res.Columns, Rows: make([][]json.RawMessage, len(res.Rows))}, Success: true, Meta: res.meta}
@@ -101,6 +109,7 @@ func (s *Server) handleD1(raw bool) http.HandlerFunc {
 					cells := make([]json.RawMessage, len(row))
 					for k, v := range row {
 						cells[k] = jsCell(v)
+						size += len(cells[k]) + 1
 					}
 					ro.Results.Rows[j] = cells
 				}
@@ -110,8 +119,16 @@ func (s *Server) handleD1(raw bool) http.HandlerFunc {
 			qo := queryOut{Results: make([]json.RawMessage, len(res.Rows)), Success: true, Meta: res.meta}
 			for j, row := range res.Rows {
 				qo.Results[j] = jsObject(res.Columns, row)
+				size += len(qo.Results[j])
 			}
 			out[i] = qo
+		}
+		if size > s.maxResultBytes {
+			// D1 fails the whole request; the transaction has committed here, so
+			// the server reports what D1 would and tests must not rely on the
+			// writes of a request that fails this way.
+			writeError(w, http.StatusBadRequest, d1SQLError, fmt.Sprintf("D1_ERROR: result of %d bytes exceeds the limit of %d bytes per request: SQLITE_TOOBIG", size, s.maxResultBytes))
+			return
 		}
 		writeResult(w, out, nil)
 	}
@@ -140,31 +157,55 @@ func (s *Server) runD1(ctx context.Context, stmts []d1Statement) ([]d1Result, er
 		if len(st.Params) > d1.MaxParams {
 			return nil, &sqlError{fmt.Sprintf("too many SQL variables at offset 0 (%d bound, limit %d): SQLITE_ERROR", len(st.Params), d1.MaxParams)}
 		}
+		if want := d1.Placeholders(q); want != len(st.Params) {
+			return nil, &sqlError{fmt.Sprintf("D1_ERROR: Wrong number of parameter bindings for SQL query (statement %d: %d placeholders, %d params)", i+1, want, len(st.Params))}
+		}
 		params := make([]d1.Value, len(st.Params))
 		for j, p := range st.Params {
-			v, err := jsParam(p)
+			v, err := s.param(p)
 			if err != nil {
-				return nil, &sqlError{fmt.Sprintf("D1_TYPE_ERROR: %v", err)}
+				return nil, &sqlError{fmt.Sprintf("D1_TYPE_ERROR: statement %d parameter %d: %v", i+1, j+1, err)}
 			}
 			params[j] = v
 		}
 		parsed[i] = d1.Statement{SQL: q, Params: params}
 	}
 
+	ctx, cancel := context.WithTimeout(ctx, s.requestTimeout)
+	defer cancel()
 	tx, err := s.d1.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return nil, timeoutOr(ctx, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	s.mu.Lock()
+	latency := s.stmtLatency
+	s.mu.Unlock()
+	readOnly := !s.hasScope(ScopeD1Write)
 	out := make([]d1Result, len(parsed))
 	for i, st := range parsed {
 		start := time.Now()
+		if latency > 0 {
+			select {
+			case <-time.After(latency):
+			case <-ctx.Done():
+				return nil, timeoutOr(ctx, ctx.Err())
+			}
+		}
 		var before int64
 		if err := tx.QueryRowContext(ctx, "SELECT total_changes()").Scan(&before); err != nil {
 			return nil, err
 		}
+		s.auth.begin(readOnly)
 		res, err := d1.QuerySQLite(ctx, tx, st)
+		deniedWrite := s.auth.end()
 		if err != nil {
+			if deniedWrite {
+				return nil, errWriteDenied
+			}
+			if ctx.Err() != nil {
+				return nil, timeoutOr(ctx, err)
+			}
 			return nil, &sqlError{fmt.Sprintf("%s: %s", sqliteMessage(err), sqliteCodeName(err))}
 		}
 		var after, changes, lastID, pages, pageSize int64
@@ -188,16 +229,30 @@ func (s *Server) runD1(ctx context.Context, stmts []d1Statement) ([]d1Result, er
 			ServedByPr: true,
 		}}
 	}
+	if ctx.Err() != nil {
+		return nil, timeoutOr(ctx, ctx.Err())
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, &sqlError{fmt.Sprintf("%s: %s", sqliteMessage(err), sqliteCodeName(err))}
 	}
 	return out, nil
 }
 
-// jsParam converts a JSON parameter the way D1's JavaScript binding does:
-// numbers are doubles (so integers beyond 2^53 are already rounded) and an
-// integral number binds as INTEGER.
-func jsParam(raw json.RawMessage) (d1.Value, error) {
+// errWriteDenied means a statement writes and the token lacks D1 Write.
+var errWriteDenied = errors.New("write denied")
+
+// timeoutOr reports D1's time limit when ctx ran out, else err.
+func timeoutOr(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &sqlError{"D1_ERROR: D1 DB storage operation exceeded timeout which caused object to be reset: the request was rolled back"}
+	}
+	return err
+}
+
+// param converts one JSON parameter. The REST API types params as strings;
+// with LenientParams numbers bind as REAL and null as NULL, as the Workers
+// runtime binds JavaScript values. Booleans and anything else are refused.
+func (s *Server) param(raw json.RawMessage) (d1.Value, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var x any
@@ -205,27 +260,22 @@ func jsParam(raw json.RawMessage) (d1.Value, error) {
 		return d1.Value{}, err
 	}
 	switch t := x.(type) {
-	case nil:
-		return d1.Null(), nil
 	case string:
 		return d1.Text(t), nil
-	case bool:
-		if t {
-			return d1.Int(1), nil
+	case nil:
+		if s.lenient {
+			return d1.Null(), nil
 		}
-		return d1.Int(0), nil
 	case json.Number:
-		f, err := strconv.ParseFloat(t.String(), 64)
-		if err != nil {
-			return d1.Value{}, fmt.Errorf("number %s: %w", t, err)
+		if s.lenient {
+			f, err := strconv.ParseFloat(t.String(), 64)
+			if err != nil {
+				return d1.Value{}, fmt.Errorf("number %s: %w", t, err)
+			}
+			return d1.Real(f), nil
 		}
-		if f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63 {
-			return d1.Int(int64(f)), nil
-		}
-		return d1.Real(f), nil
-	default:
-		return d1.Value{}, fmt.Errorf("type '%T' not supported for value %s", x, raw)
 	}
+	return d1.Value{}, fmt.Errorf("type '%T' not supported for value %s: params must be strings", x, raw)
 }
 
 // jsCell encodes a value as D1's JSON does (JavaScript numbers, arrays for

@@ -9,12 +9,21 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 const kvSchema = `CREATE TABLE IF NOT EXISTS kv (
 	namespace  TEXT NOT NULL,
 	key        TEXT NOT NULL,
 	value      BLOB NOT NULL,
+	expiration INTEGER NOT NULL DEFAULT 0,
+	metadata   TEXT,
+	PRIMARY KEY (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS kv_deleted (
+	namespace  TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	deleted_at INTEGER NOT NULL,
 	expiration INTEGER NOT NULL DEFAULT 0,
 	metadata   TEXT,
 	PRIMARY KEY (namespace, key)
@@ -52,21 +61,32 @@ func (s *Server) handleKVList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	after := ""
+	var cur listCursor
 	if c := q.Get("cursor"); c != "" {
 		b, err := base64.RawURLEncoding.DecodeString(c)
-		if err != nil {
+		if err != nil || json.Unmarshal(b, &cur) != nil {
 			writeError(w, http.StatusBadRequest, 10027, "Invalid cursor")
 			return
 		}
-		after = string(b)
+	}
+	if cur.Empty < s.kvEmptyPages {
+		// Workers KV may answer a page with no keys and a cursor to follow.
+		cur.Empty++
+		writeResult(w, []kvKey{}, kvListInfo{Cursor: cur.encode()})
+		return
 	}
 	prefix := q.Get("prefix")
-	// TEXT compares bytewise, which is the order KV lists keys in.
-	rows, err := s.kv.QueryContext(r.Context(), `SELECT key, expiration, metadata FROM kv
-		WHERE namespace = ? AND key > ? AND substr(key, 1, length(?)) = ? AND (expiration = 0 OR expiration > ?)
-		ORDER BY key LIMIT ?`,
-		r.PathValue("ns"), after, prefix, prefix, s.now().Unix(), limit+1)
+	now := s.now()
+	// TEXT compares bytewise, which is the order KV lists keys in. Keys deleted less than
+	// kvListLag ago still show, as Workers KV lists them for up to 60 s.
+	rows, err := s.kv.QueryContext(r.Context(), `SELECT key, expiration, metadata FROM (
+			SELECT key, expiration, metadata FROM kv WHERE namespace = ?1
+			UNION ALL
+			SELECT key, expiration, metadata FROM kv_deleted d WHERE namespace = ?1 AND deleted_at > ?2
+				AND NOT EXISTS (SELECT 1 FROM kv WHERE kv.namespace = d.namespace AND kv.key = d.key))
+		WHERE key > ?3 AND substr(key, 1, length(?4)) = ?4 AND (expiration = 0 OR expiration > ?5)
+		ORDER BY key LIMIT ?6`,
+		r.PathValue("ns"), now.Add(-s.kvListLag).UnixNano(), cur.After, prefix, now.Unix(), limit+1)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, 10001, "list keys: "+err.Error())
 		return
@@ -92,10 +112,22 @@ func (s *Server) handleKVList(w http.ResponseWriter, r *http.Request) {
 	info := kvListInfo{}
 	if len(keys) > limit {
 		keys = keys[:limit]
-		info.Cursor = base64.RawURLEncoding.EncodeToString([]byte(keys[limit-1].Name))
+		info.Cursor = listCursor{After: keys[limit-1].Name, Empty: cur.Empty}.encode()
 	}
 	info.Count = len(keys)
 	writeResult(w, keys, info)
+}
+
+// listCursor is the opaque cursor of a listing: the last key served and how
+// many empty pages were served.
+type listCursor struct {
+	After string `json:"a"`
+	Empty int    `json:"e,omitempty"`
+}
+
+func (c listCursor) encode() string {
+	b, _ := json.Marshal(c) // a struct of a string and an int always marshals
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 func (s *Server) lookup(r *http.Request) (value []byte, meta sql.NullString, found bool, err error) {
@@ -223,6 +255,10 @@ func (s *Server) handleKVWrite(w http.ResponseWriter, r *http.Request) {
 			res.UnsuccessfulKeys = append(res.UnsuccessfulKeys, rw.key)
 			continue
 		}
+		if _, err := tx.ExecContext(r.Context(), "DELETE FROM kv_deleted WHERE namespace = ? AND key = ?", r.PathValue("ns"), rw.key); err != nil {
+			writeError(w, http.StatusInternalServerError, 10001, "bulk write: "+err.Error())
+			return
+		}
 		_, err := tx.ExecContext(r.Context(), `INSERT INTO kv (namespace, key, value, expiration, metadata) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expiration = excluded.expiration, metadata = excluded.metadata`,
 			r.PathValue("ns"), rw.key, rw.value, rw.exp, rw.meta)
@@ -267,6 +303,14 @@ func (s *Server) handleKVDelete(w http.ResponseWriter, r *http.Request) {
 			res.UnsuccessfulKeys = append(res.UnsuccessfulKeys, k)
 			continue
 		}
+		if s.kvListLag > 0 {
+			if _, err := tx.ExecContext(r.Context(), `INSERT INTO kv_deleted (namespace, key, deleted_at, expiration, metadata)
+				SELECT namespace, key, ?, expiration, metadata FROM kv WHERE namespace = ? AND key = ?
+				ON CONFLICT (namespace, key) DO UPDATE SET deleted_at = excluded.deleted_at`, s.now().UnixNano(), r.PathValue("ns"), k); err != nil {
+				writeError(w, http.StatusInternalServerError, 10001, "bulk delete: "+err.Error())
+				return
+			}
+		}
 		if _, err := tx.ExecContext(r.Context(), "DELETE FROM kv WHERE namespace = ? AND key = ?", r.PathValue("ns"), k); err != nil {
 			writeError(w, http.StatusInternalServerError, 10001, "bulk delete: "+err.Error())
 			return
@@ -300,4 +344,80 @@ func checkKey(k string) error {
 		return fmt.Errorf("key of %d bytes exceeds the limit of %d", len(k), kvMaxKeyBytes)
 	}
 	return nil
+}
+
+// kvMaxBulkGet is how many keys one bulk read takes.
+const kvMaxBulkGet = 100
+
+type bulkGetRequest struct {
+	Keys         []string `json:"keys"`
+	Type         string   `json:"type"`
+	WithMetadata bool     `json:"withMetadata"`
+}
+
+type bulkGetValue struct {
+	Value      any             `json:"value"`
+	Metadata   json.RawMessage `json:"metadata"`
+	Expiration int64           `json:"expiration,omitempty"`
+}
+
+// handleKVBulkGet answers POST .../bulk/get: up to 100 keys, values as text
+// (bytes that are not UTF-8 come back replaced, as a text decoder would) or
+// parsed JSON, with metadata and expiration when asked; absent keys are null.
+func (s *Server) handleKVBulkGet(w http.ResponseWriter, r *http.Request) {
+	var req bulkGetRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, 10012, "Could not parse request body: "+err.Error())
+		return
+	}
+	if len(req.Keys) == 0 || len(req.Keys) > kvMaxBulkGet {
+		writeError(w, http.StatusBadRequest, 10028, fmt.Sprintf("bulk get takes 1 to %d keys, got %d", kvMaxBulkGet, len(req.Keys)))
+		return
+	}
+	if req.Type != "" && req.Type != "text" && req.Type != "json" {
+		writeError(w, http.StatusBadRequest, 10012, fmt.Sprintf("invalid type %q: text or json", req.Type))
+		return
+	}
+	values := map[string]any{}
+	for _, k := range req.Keys {
+		if err := checkKey(k); err != nil {
+			writeError(w, http.StatusBadRequest, 10019, err.Error())
+			return
+		}
+		var value []byte
+		var meta sql.NullString
+		var exp int64
+		err := s.kv.QueryRowContext(r.Context(), `SELECT value, metadata, expiration FROM kv
+			WHERE namespace = ? AND key = ? AND (expiration = 0 OR expiration > ?)`,
+			r.PathValue("ns"), k, s.now().Unix()).Scan(&value, &meta, &exp)
+		if errors.Is(err, sql.ErrNoRows) {
+			values[k] = nil
+			continue
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, 10001, "bulk get: "+err.Error())
+			return
+		}
+		var v any = strings.ToValidUTF8(string(value), "\uFFFD")
+		if req.Type == "json" {
+			var parsed any
+			if err := json.Unmarshal(value, &parsed); err != nil {
+				writeError(w, http.StatusBadRequest, 10020, fmt.Sprintf("value of key %q is not JSON", k))
+				return
+			}
+			v = parsed
+		}
+		if !req.WithMetadata {
+			values[k] = v
+			continue
+		}
+		bv := bulkGetValue{Value: v, Metadata: json.RawMessage("null"), Expiration: exp}
+		if meta.Valid {
+			bv.Metadata = json.RawMessage(meta.String)
+		}
+		values[k] = bv
+	}
+	writeResult(w, map[string]any{"values": values}, nil)
 }

@@ -16,6 +16,7 @@ package cfapitest
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +28,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,7 +46,37 @@ const (
 	KindKVMetadata = "kv_metadata" // GET .../metadata/{key}
 	KindKVWrite    = "kv_write"    // PUT .../bulk
 	KindKVDelete   = "kv_delete"   // POST .../bulk/delete and legacy DELETE .../bulk
+	KindKVBulkGet  = "kv_bulk_get" // POST .../bulk/get
+	KindVerify     = "verify"      // GET /user/tokens/verify and /accounts/{a}/tokens/verify
 )
+
+// API token permissions the server models, as the dashboard names them. The
+// D1 endpoints take D1 Read or D1 Write, but a statement that writes needs
+// D1 Write; KV reads take either KV permission, KV writes need Write.
+const (
+	ScopeD1Read  = "D1 Read"
+	ScopeD1Write = "D1 Write"
+	ScopeKVRead  = "Workers KV Storage Read"
+	ScopeKVWrite = "Workers KV Storage Write"
+)
+
+// AllScopes is what a token has unless Options.Scopes says otherwise.
+var AllScopes = []string{ScopeD1Read, ScopeD1Write, ScopeKVRead, ScopeKVWrite}
+
+// D1 request limits the server enforces by default.
+const (
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultMaxResultBytes = 50 << 20
+)
+
+// RateLimit makes the server block like Cloudflare's global limit: more than
+// Requests requests within Window get every request answered 429, with
+// Retry-After, for Block.
+type RateLimit struct {
+	Requests int
+	Window   time.Duration
+	Block    time.Duration
+}
 
 // DefaultBindings are the control plane's KV namespace bindings.
 var DefaultBindings = []string{"TENANT_ORIGINS", "AUTH_STORE", "PREGO_AI"}
@@ -60,9 +93,28 @@ type Options struct {
 	// Namespaces maps binding name to namespace id; by default one random
 	// id for each of DefaultBindings.
 	Namespaces map[string]string
-	// Now is the clock for KV expiration; time.Now by default.
+	// Now is the clock for KV expiration and list lag; time.Now by default.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Scopes are the token's permissions (see the Scope constants);
+	// AllScopes when nil.
+	Scopes []string
+	// LenientParams accepts JSON numbers and null as D1 parameters and
+	// binds numbers as REAL, as the Workers runtime does; by default only
+	// strings are accepted, as the REST API types them.
+	LenientParams bool
+	// RequestTimeout is D1's time per request (DefaultRequestTimeout).
+	RequestTimeout time.Duration
+	// MaxResultBytes is D1's result size per request (DefaultMaxResultBytes).
+	MaxResultBytes int
+	// KVListLag keeps deleted keys in listings for this long, as Workers KV
+	// does for up to 60 s. Point reads see the deletion at once.
+	KVListLag time.Duration
+	// KVEmptyPages makes every listing start with this many empty pages
+	// that carry a cursor, which Workers KV may return.
+	KVEmptyPages int
+	// RateLimit, when Requests > 0, blocks like Cloudflare's account limit.
+	RateLimit RateLimit
 }
 
 // Server is a running fake of the Cloudflare API.
@@ -91,6 +143,19 @@ type Server struct {
 	failKeys   map[string]int
 	bookmarks  map[string]string // bookmark -> snapshot file
 	bookmarkN  int
+
+	scopes         map[string]bool
+	lenient        bool
+	requestTimeout time.Duration
+	maxResultBytes int
+	kvListLag      time.Duration
+	kvEmptyPages   int
+	rateLimit      RateLimit
+	recent         []time.Time // request times within rateLimit.Window
+	blockedUntil   time.Time
+	throttled      int
+	stmtLatency    time.Duration
+	auth           authorizer
 }
 
 // TB is the part of testing.TB that New needs, so this package does not
@@ -136,7 +201,25 @@ func Start(opts Options) (*Server, error) {
 		counts:     map[string]int{},
 		failKeys:   map[string]int{},
 		bookmarks:  map[string]string{},
+
+		lenient:        opts.LenientParams,
+		requestTimeout: opts.RequestTimeout,
+		maxResultBytes: opts.MaxResultBytes,
+		kvListLag:      opts.KVListLag,
+		kvEmptyPages:   opts.KVEmptyPages,
+		rateLimit:      opts.RateLimit,
 	}
+	if s.requestTimeout <= 0 {
+		s.requestTimeout = DefaultRequestTimeout
+	}
+	if s.maxResultBytes <= 0 {
+		s.maxResultBytes = DefaultMaxResultBytes
+	}
+	scopes := opts.Scopes
+	if scopes == nil {
+		scopes = AllScopes
+	}
+	s.SetScopes(scopes...)
 	if s.AccountID == "" {
 		s.AccountID = randomHex(16)
 	}
@@ -173,6 +256,11 @@ func Start(opts Options) (*Server, error) {
 	s.kvPath = filepath.Join(opts.Dir, "kv.sqlite")
 	if s.kv, err = openSQLite(s.kvPath); err != nil {
 		s.d1.Close()
+		return nil, err
+	}
+	if err := s.installAuthorizer(); err != nil {
+		s.d1.Close()
+		s.kv.Close()
 		return nil, err
 	}
 	if _, err := s.kv.Exec(kvSchema); err != nil {
@@ -243,6 +331,52 @@ func (s *Server) FailNext(n, status int) {
 	s.failN, s.failStatus = n, status
 }
 
+// SetScopes replaces the token's permissions (see the Scope constants).
+func (s *Server) SetScopes(scopes ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scopes = map[string]bool{}
+	for _, sc := range scopes {
+		s.scopes[sc] = true
+	}
+}
+
+func (s *Server) hasScope(any ...string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sc := range any {
+		if s.scopes[sc] {
+			return true
+		}
+	}
+	return false
+}
+
+// RateLimitFor answers every request with 429 and a Retry-After for the next
+// d of wall-clock time, as Cloudflare does for five minutes after a user
+// exceeds 1,200 requests in five minutes.
+func (s *Server) RateLimitFor(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.blockedUntil = time.Now().Add(d)
+}
+
+// Throttled returns how many requests were answered 429 by a rate-limit
+// window (not by FailNext).
+func (s *Server) Throttled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.throttled
+}
+
+// SetStatementLatency makes every D1 statement take at least d, so tests can
+// reach D1's time per request.
+func (s *Server) SetStatementLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stmtLatency = d
+}
+
 // SetLatency delays every request by d.
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
@@ -298,6 +432,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("PUT "+kv+"/bulk", s.endpoint(KindKVWrite, s.kvCheck(s.handleKVWrite)))
 	mux.Handle("DELETE "+kv+"/bulk", s.endpoint(KindKVDelete, s.kvCheck(s.handleKVDelete)))
 	mux.Handle("POST "+kv+"/bulk/delete", s.endpoint(KindKVDelete, s.kvCheck(s.handleKVDelete)))
+	mux.Handle("POST "+kv+"/bulk/get", s.endpoint(KindKVBulkGet, s.kvCheck(s.handleKVBulkGet)))
+	mux.Handle("GET /client/v4/user/tokens/verify", s.endpoint(KindVerify, s.handleVerify))
+	mux.Handle("GET "+base+"/tokens/verify", s.endpoint(KindVerify, s.handleVerify))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, 7000, "No route for that URI")
 	})
@@ -316,7 +453,13 @@ func (s *Server) endpoint(kind string, next http.HandlerFunc) http.Handler {
 			s.failN--
 			fail = s.failStatus
 		}
+		retryAfter := s.rateLimited(time.Now())
 		s.mu.Unlock()
+		if retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+			writeError(w, http.StatusTooManyRequests, 971, "Please wait and consider throttling your request speed")
+			return
+		}
 		s.log.Debug("cfapitest request", "kind", kind, "method", r.Method, "path", r.URL.Path, "injected_status", fail)
 		if latency > 0 {
 			select {
@@ -337,12 +480,72 @@ func (s *Server) endpoint(kind string, next http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusForbidden, 10000, "Authentication error")
 			return
 		}
-		if r.PathValue("account") != s.AccountID {
+		if acct := r.PathValue("account"); acct != "" && acct != s.AccountID || acct == "" && kind != KindVerify {
 			writeError(w, http.StatusNotFound, 7003, "Could not route to "+r.URL.Path+", perhaps your object identifier is invalid?")
+			return
+		}
+		if need := scopesFor(kind, r.Method); need != nil && !s.hasScope(need...) {
+			writeError(w, http.StatusForbidden, 10000, "Authentication error: the API token lacks "+strings.Join(need, " or "))
 			return
 		}
 		next(w, r)
 	})
+}
+
+// scopesFor lists the permissions of which a token needs one for an endpoint.
+func scopesFor(kind, method string) []string {
+	switch kind {
+	case KindD1, KindD1Bookmark:
+		return []string{ScopeD1Read, ScopeD1Write}
+	case KindD1Restore:
+		return []string{ScopeD1Write}
+	case KindKVList, KindKVGet, KindKVMetadata, KindKVBulkGet:
+		return []string{ScopeKVRead, ScopeKVWrite}
+	case KindKVWrite, KindKVDelete:
+		return []string{ScopeKVWrite}
+	}
+	return nil
+}
+
+// rateLimited records a request and returns how long the caller must wait,
+// 0 if it may proceed. s.mu is held.
+func (s *Server) rateLimited(now time.Time) time.Duration {
+	if now.Before(s.blockedUntil) {
+		s.throttled++
+		return s.blockedUntil.Sub(now)
+	}
+	rl := s.rateLimit
+	if rl.Requests <= 0 {
+		return 0
+	}
+	keep := s.recent[:0]
+	for _, t := range s.recent {
+		if now.Sub(t) < rl.Window {
+			keep = append(keep, t)
+		}
+	}
+	s.recent = append(keep, now)
+	if len(s.recent) > rl.Requests {
+		s.recent = s.recent[:0]
+		s.blockedUntil = now.Add(rl.Block)
+		s.throttled++
+		return rl.Block
+	}
+	return 0
+}
+
+type verifyResult struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
+// handleVerify answers GET /user/tokens/verify (and the account-owned
+// variant) for the server's token.
+func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
+	sum := sha256.Sum256([]byte(s.token))
+	writeJSON(w, http.StatusOK, envelope{Success: true, Errors: []responseInfo{},
+		Messages: []responseInfo{{Code: 10000, Message: "This API Token is valid and active"}},
+		Result:   verifyResult{ID: hex.EncodeToString(sum[:16]), Status: "active"}})
 }
 
 func (s *Server) d1Check(next http.HandlerFunc) http.HandlerFunc {

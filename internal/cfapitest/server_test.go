@@ -109,12 +109,12 @@ func TestAuthAndRouting(t *testing.T) {
 }
 
 func TestD1Shapes(t *testing.T) {
-	srv := cfapitest.New(t, cfapitest.Options{})
+	srv := cfapitest.New(t, cfapitest.Options{LenientParams: true})
 	if _, err := srv.DB().Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v)"); err != nil {
 		t.Fatal(err)
 	}
-	// JSON numbers are JavaScript doubles: 9007199254740993 arrives rounded,
-	// 2 binds as INTEGER, 2.5 as REAL.
+	// Leniently, JSON numbers are JavaScript doubles bound as REAL:
+	// 9007199254740993 arrives rounded, 2 is 2.0.
 	status, env, raw := call(t, srv, http.MethodPost, d1Path(srv, "/raw"),
 		`{"batch":[{"sql":"INSERT INTO t (id, v) VALUES (1, ?), (2, ?), (3, ?), (4, ?), (5, ?)","params":[9007199254740993, 2, 2.5, "00123", null]},
 		{"sql":"SELECT id, v, typeof(v) AS type FROM t ORDER BY id"},
@@ -152,8 +152,8 @@ func TestD1Shapes(t *testing.T) {
 		got[i] = fmt.Sprintf("%s %s %s", r[0], r[1], r[2])
 	}
 	want := []string{
-		`1 9007199254740992 "integer"`,
-		`2 2 "integer"`,
+		`1 9007199254740992 "real"`,
+		`2 2 "real"`,
 		`3 2.5 "real"`,
 		`4 "00123" "text"`,
 		`5 null "null"`,
@@ -209,6 +209,17 @@ func TestD1Refusals(t *testing.T) {
 		{"object param", `{"sql":"SELECT ?","params":[{"a":1}]}`, "D1_TYPE_ERROR"},
 		{"atomic batch", `{"batch":[{"sql":"INSERT INTO a VALUES (1)"},{"sql":"INSERT INTO nope VALUES (1)"}]}`, "no such table: nope: SQLITE_ERROR"},
 		{"no sql", `{}`, "needs"},
+		{"sql and batch", `{"sql":"SELECT 1","batch":[{"sql":"SELECT 2"}]}`, "not both"},
+		{"number param", `{"sql":"SELECT ?","params":[1]}`, "params must be strings"},
+		{"boolean param", `{"sql":"SELECT ?","params":[true]}`, "params must be strings"},
+		{"null param", `{"sql":"SELECT ?","params":[null]}`, "params must be strings"},
+		{"fewer params", `{"sql":"SELECT ?, ?","params":["1"]}`, "Wrong number of parameter bindings"},
+		{"more params", `{"sql":"SELECT ?","params":["1","2"]}`, "Wrong number of parameter bindings"},
+		{"quoted ? is no placeholder", `{"sql":"SELECT '?'","params":["1"]}`, "Wrong number of parameter bindings"},
+		{"sqlite_version", `{"sql":"SELECT sqlite_version()"}`, "not authorized"},
+		{"attach", `{"sql":"ATTACH DATABASE 'x.db' AS x"}`, "not authorized"},
+		{"compile_options", `{"sql":"PRAGMA compile_options"}`, "not authorized"},
+		{"database_list", `{"sql":"PRAGMA database_list"}`, "not authorized"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,9 +233,17 @@ func TestD1Refusals(t *testing.T) {
 	if err := srv.DB().QueryRow("SELECT count(*) FROM a").Scan(&n); err != nil || n != 0 {
 		t.Errorf("rows in a = %d, %v; want 0 (failed batches roll back)", n, err)
 	}
-	status, _, raw := call(t, srv, http.MethodPost, d1Path(srv, "/raw"), `{"sql":"SELECT 1","params":[`+params(100)+`]}`)
-	if status != 200 {
-		t.Errorf("100 params = %d %s, want 200", status, raw)
+	for _, n := range []int{99, 100} {
+		sql := "SELECT 1 WHERE 'x' IN (" + strings.TrimSuffix(strings.Repeat("?,", n), ",") + ")"
+		status, _, raw := call(t, srv, http.MethodPost, d1Path(srv, "/raw"), `{"sql":"`+sql+`","params":[`+params(n)+`]}`)
+		if status != 200 {
+			t.Errorf("%d params = %d %s, want 200", n, status, raw)
+		}
+	}
+	for _, ok := range []string{"PRAGMA table_list", "PRAGMA foreign_key_list(c)", "PRAGMA defer_foreign_keys = on", "SELECT unhex('00ff')"} {
+		if status, _, raw := call(t, srv, http.MethodPost, d1Path(srv, "/raw"), `{"sql":"`+ok+`"}`); status != 200 {
+			t.Errorf("%s = %d %s, want 200", ok, status, raw)
+		}
 	}
 }
 

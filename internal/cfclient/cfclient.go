@@ -26,9 +26,13 @@ type Retry struct {
 // DefaultRetry is cloudflare-go's own policy.
 var DefaultRetry = Retry{MaxRetries: 3, MinBackoff: time.Second, MaxBackoff: 30 * time.Second}
 
-// Options returns the client options and the retry policy in force. rps caps requests per
-// second: 0 keeps cloudflare-go's 4/s, a negative value disables the limiter (tests).
-func Options(baseURL string, r *Retry, rps float64, hc *http.Client) ([]cloudflare.Option, Retry) {
+// Options returns the client options and the retry policy in force. Requests
+// go through rt (a shared *Transport, which limits the rate and waits out
+// 429s); when rt is nil a private Transport limits this client alone to rps
+// requests per second (0: DefaultRequestsPerSecond, negative: no limit, for
+// tests). cloudflare-go's own limiter is switched off: it would be one per
+// client, not one per account. hc, when set, is used as is.
+func Options(baseURL string, r *Retry, rps float64, rt http.RoundTripper, hc *http.Client) ([]cloudflare.Option, Retry) {
 	var opts []cloudflare.Option
 	if baseURL != "" {
 		opts = append(opts, cloudflare.BaseURL(baseURL))
@@ -37,16 +41,15 @@ func Options(baseURL string, r *Retry, rps float64, hc *http.Client) ([]cloudfla
 	if r != nil {
 		policy = *r
 	}
-	opts = append(opts, cloudflare.UsingRetryPolicy(policy.MaxRetries, ceilSeconds(policy.MinBackoff), ceilSeconds(policy.MaxBackoff)))
-	switch {
-	case rps < 0:
-		opts = append(opts, cloudflare.UsingRateLimit(math.Inf(1)))
-	case rps > 0:
-		opts = append(opts, cloudflare.UsingRateLimit(rps))
-	}
+	opts = append(opts, cloudflare.UsingRetryPolicy(policy.MaxRetries, ceilSeconds(policy.MinBackoff), ceilSeconds(policy.MaxBackoff)),
+		cloudflare.UsingRateLimit(math.Inf(1)))
 	if hc == nil {
-		// D1 gives a call 30 s; leave room for queueing but never hang forever.
-		hc = &http.Client{Timeout: 2 * time.Minute}
+		if rt == nil {
+			rt = NewTransport(TransportOptions{RequestsPerSecond: rps})
+		}
+		// No client timeout: the Transport bounds each try, and waits for a
+		// 429 must not count against it.
+		hc = &http.Client{Transport: rt}
 	}
 	return append(opts, cloudflare.HTTPClient(hc)), policy
 }
@@ -75,6 +78,7 @@ func APIError(ctx context.Context, err error, tries int, product, notFound strin
 		nf      *cloudflare.NotFoundError
 		svc     *cloudflare.ServiceError
 		rl      *cloudflare.RatelimitError
+		rlErr   *RateLimitError
 	)
 	switch {
 	case errors.As(err, &nf) && notFound != "":
@@ -83,6 +87,8 @@ func APIError(ctx context.Context, err error, tries int, product, notFound strin
 		return fmt.Errorf("cloudflare api: %w", err)
 	case errors.As(err, &authErr), errors.As(err, &authz):
 		return fmt.Errorf("cloudflare api: token refused (check CLOUDFLARE_API_TOKEN and its %s permissions): %w", product, err)
+	case errors.As(err, &rlErr):
+		return fmt.Errorf("cloudflare api: %w", err)
 	}
 	// cloudflare-go only returns untyped errors once every retry failed.
 	return fmt.Errorf("cloudflare api: gave up after %d tries: %w", tries, err)
