@@ -22,15 +22,15 @@ import (
 
 // Config is resetctl.yaml.
 type Config struct {
-	StateDir string   `yaml:"state_dir"`
-	Identity Identity `yaml:"identity"`
-	Agents   Agents   `yaml:"agents"`
+	StateDir   string     `yaml:"state_dir"`
+	Identity   Identity   `yaml:"identity"`
+	Agents     Agents     `yaml:"agents"`
 	D1         D1         `yaml:"d1"`
 	KV         KV         `yaml:"kv"`
 	Cloudflare Cloudflare `yaml:"cloudflare"`
-	Stripe   Stripe   `yaml:"stripe"`
-	Guards   Guards   `yaml:"guards"`
-	Spec     Spec     `yaml:"spec"`
+	Stripe     Stripe     `yaml:"stripe"`
+	Guards     Guards     `yaml:"guards"`
+	Spec       Spec       `yaml:"spec"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`

@@ -53,12 +53,12 @@ type TransportOptions struct {
 // request of the Transport until its Retry-After has passed, since
 // Cloudflare's block applies to the whole user.
 type Transport struct {
-	base    http.RoundTripper
-	limiter *rate.Limiter
+	base       http.RoundTripper
+	limiter    *rate.Limiter
 	maxWait    time.Duration
 	tryTimeout time.Duration
 	log        *slog.Logger
-	now     func() time.Time
+	now        func() time.Time
 
 	mu           sync.Mutex
 	blockedUntil time.Time
