@@ -179,8 +179,13 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, ho
 	return fmt.Sprintf("database %s and folder restored on %s (%d + %d bytes)", resp.DbName, host, resp.DbBytes, resp.FilesBytes), nil
 }
 
-// restoreD1 inserts every backed-up row, parent tables first, in one atomic batch. Inserts
-// skip rows that exist, so a restore can be repeated (cloudflare-go may also resend a write).
+// restoreD1 inserts every backed-up row, parent tables first, within D1's request budget
+// (one atomic batch when it fits, else several, parents first, each deferring foreign keys).
+// Inserts skip rows whose key exists, so a restore can be repeated (cloudflare-go may also
+// resend a write); each statement's change count (D1's meta.changes, RowsAffected on SQLite)
+// tells inserted rows from skipped ones, and skipped rows are reported per table: their key
+// was taken again since the delete (or an earlier restore put them back), so they are not
+// counted as restored.
 func (e *Executor) restoreD1(ctx context.Context, dir string, m *Manifest) (string, error) {
 	var tables []TableBackup
 	for _, a := range m.Artifacts {
@@ -194,13 +199,19 @@ func (e *Executor) restoreD1(ctx context.Context, dir string, m *Manifest) (stri
 		tables = append(tables, b.Tables...)
 	}
 	// Backups list tables children first; inserting goes the other way.
-	stmts := []d1.Statement{{SQL: "PRAGMA defer_foreign_keys = on"}}
-	rows := 0
+	var stmts []d1.Statement
+	var stmtTable []string
+	var order []string
+	backedUp := map[string]int{}
 	for i := len(tables) - 1; i >= 0; i-- {
 		t := tables[i]
 		if len(t.Rows) == 0 {
 			continue
 		}
+		if _, ok := backedUp[t.Table]; !ok {
+			order = append(order, t.Table)
+		}
+		backedUp[t.Table] += len(t.Rows)
 		cols := make([]string, len(t.Columns))
 		for j, c := range t.Columns {
 			cols[j] = d1.QuoteIdent(c)
@@ -214,16 +225,34 @@ func (e *Executor) restoreD1(ctx context.Context, dir string, m *Manifest) (stri
 			for _, r := range t.Rows[start:end] {
 				tuples = append(tuples, "("+a.List(r)+")")
 			}
-			stmts = append(stmts, d1.Statement{SQL: head + strings.Join(tuples, ", ") + " ON CONFLICT DO NOTHING", Params: a.Params()})
+			stmts = append(stmts, d1.Statement{SQL: head + strings.Join(tuples, ", ") + " ON CONFLICT DO NOTHING", Params: a.Params(), Rows: end - start})
+			stmtTable = append(stmtTable, t.Table)
 		}
-		rows += len(t.Rows)
 	}
-	if len(stmts) > 1 {
-		if _, err := e.B.D1.Batch(ctx, stmts); err != nil {
+	inserted := map[string]int64{}
+	if len(stmts) > 0 {
+		res, err := d1.Send(ctx, e.B.D1, []d1.Statement{{SQL: "PRAGMA defer_foreign_keys = on"}}, stmts)
+		if err != nil {
 			return "", fmt.Errorf("insert rows: %w", err)
 		}
+		for i, r := range res {
+			inserted[stmtTable[i]] += r.Changes
+		}
 	}
-	return fmt.Sprintf("%d row(s) of %d table(s) restored", rows, len(tables)), nil
+	total, restored := 0, int64(0)
+	var skipped []string
+	for _, t := range order {
+		total += backedUp[t]
+		restored += inserted[t]
+		if n := int64(backedUp[t]) - inserted[t]; n > 0 {
+			skipped = append(skipped, fmt.Sprintf("%s %d", t, n))
+		}
+	}
+	detail := fmt.Sprintf("%d of %d backed-up row(s) of %d table(s) restored", restored, total, len(tables))
+	if len(skipped) > 0 {
+		detail += "; not re-inserted because the key exists again (reused since the delete, or restored before): " + strings.Join(skipped, ", ")
+	}
+	return detail, nil
 }
 
 func (e *Executor) restoreKV(ctx context.Context, dir string, m *Manifest) (string, error) {

@@ -73,7 +73,11 @@ func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run,
 	return detail, nil
 }
 
-// deleteD1 deletes the rows children first, one atomic batch per target.
+// deleteD1 deletes the rows children first, one atomic batch per target. A target whose
+// rows exceed one D1 request's budget (d1.Budget: 30 s and 50 MB per request) is deleted in
+// several requests, still children first and each deferring foreign keys; deletes by key are
+// idempotent, so a failure part-way leaves a state the resumed step finishes (every row is
+// backed up before this step).
 func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p *plan.Plan) (string, error) {
 	if err := e.topUp(ctx, dir, run); err != nil {
 		return "", fmt.Errorf("back up new rows: %w", err)
@@ -86,7 +90,7 @@ func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p
 		if n == 0 {
 			continue
 		}
-		if _, err := e.B.D1.Batch(ctx, stmts); err != nil {
+		if _, err := d1.Send(ctx, e.B.D1, stmts[:1], stmts[1:]); err != nil {
 			return "", fmt.Errorf("delete rows of %s: %w", p.Targets[t], err)
 		}
 		total += n
@@ -94,7 +98,7 @@ func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p
 	}
 	// Rows no target claims (should not happen) go last, in one batch of their own.
 	if stmts, n := deleteStatements(e.inv.Tables, func([]int) bool { return true }, done); n > 0 {
-		if _, err := e.B.D1.Batch(ctx, stmts); err != nil {
+		if _, err := d1.Send(ctx, e.B.D1, stmts[:1], stmts[1:]); err != nil {
 			return "", fmt.Errorf("delete remaining rows: %w", err)
 		}
 		total += n
@@ -152,7 +156,7 @@ func deleteStatements(tables []inventory.TableRows, want func([]int) bool, done 
 				}
 				where = "(" + strings.Join(cols, ", ") + ") IN (VALUES " + strings.Join(tuples, ", ") + ")"
 			}
-			stmts = append(stmts, d1.Statement{SQL: "DELETE FROM " + d1.QuoteIdent(t.Table) + " WHERE " + where, Params: a.Params()})
+			stmts = append(stmts, d1.Statement{SQL: "DELETE FROM " + d1.QuoteIdent(t.Table) + " WHERE " + where, Params: a.Params(), Rows: end - start})
 		}
 	}
 	return stmts, n

@@ -86,9 +86,19 @@ func (c *collector) selects(t *Table, cols []string, tuples [][]d1.Value, lower 
 			}
 			where = "(" + strings.Join(q, ", ") + ") IN (VALUES " + strings.Join(rows, ", ") + ")"
 		}
-		stmts = append(stmts, d1.Statement{SQL: base + where, Params: a.Params()})
+		stmts = append(stmts, d1.Statement{SQL: base + where, Params: a.Params(), Rows: end - start})
 	}
 	return stmts
+}
+
+// batch sends reads within the D1 request budget (d1.Send) and counts the requests.
+func (c *collector) batch(ctx context.Context, stmts []d1.Statement) ([]*d1.Result, error) {
+	chunks, err := d1.BudgetOf(c.db).Split(nil, stmts)
+	if err != nil {
+		return nil, err
+	}
+	c.requests += len(chunks)
+	return d1.Send(ctx, c.db, nil, stmts)
 }
 
 type pending struct {
@@ -96,7 +106,8 @@ type pending struct {
 	stmt  d1.Statement
 }
 
-// run executes one level of reads in a single batch and returns the rows that are new.
+// run executes one level of reads in as few requests as the budget allows (usually one)
+// and returns the rows that are new.
 func (c *collector) run(ctx context.Context, work []pending) (map[string][]int, error) {
 	added := map[string][]int{}
 	if len(work) == 0 {
@@ -106,8 +117,7 @@ func (c *collector) run(ctx context.Context, work []pending) (map[string][]int, 
 	for i, w := range work {
 		stmts[i] = w.stmt
 	}
-	c.requests++
-	out, err := c.db.Batch(ctx, stmts)
+	out, err := c.batch(ctx, stmts)
 	if err != nil {
 		return nil, err
 	}

@@ -305,8 +305,7 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		}
 	}
 	if len(stmts) > 0 {
-		c.requests++
-		out, err := src.D1.Batch(ctx, stmts)
+		out, err := c.batch(ctx, stmts)
 		if err != nil {
 			return nil, fmt.Errorf("spec.tenants_by_email: %w", err)
 		}
@@ -587,10 +586,9 @@ func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Invent
 		stmts = append(stmts, d1.Statement{
 			SQL: "SELECT " + d1.ExactColumns("k") + ", e, (SELECT COUNT(*) FROM " + d1.QuoteIdent(linkTable) + " l WHERE l." + d1.QuoteIdent(linkCol) + " = u.k) AS n FROM (SELECT " +
 				d1.QuoteIdent(o.Key) + " AS k, " + d1.QuoteIdent(o.Email) + " AS e FROM " + d1.QuoteIdent(o.Table) + " WHERE " + d1.QuoteIdent(o.Key) + " IN (" + list + ")) u",
-			Params: a.Params()})
+			Params: a.Params(), Rows: end - start})
 	}
-	c.requests++
-	out, err := c.db.Batch(ctx, stmts)
+	out, err := c.batch(ctx, stmts)
 	if err != nil {
 		return fmt.Errorf("orphan users: %w", err)
 	}

@@ -81,7 +81,8 @@ func internalTable(name string) bool {
 	return strings.HasPrefix(n, "sqlite_") || strings.HasPrefix(n, "_cf_") || strings.HasPrefix(n, "d1_")
 }
 
-// LoadSchema reads tables, columns and foreign keys: two D1 requests however many tables.
+// LoadSchema reads tables, columns and foreign keys: two D1 requests (more only for a schema
+// larger than one request's budget).
 func LoadSchema(ctx context.Context, db d1.DB, spec *config.Spec) (*Schema, error) {
 	res, err := db.Query(ctx, "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
 	if err != nil {
@@ -103,7 +104,7 @@ func LoadSchema(ctx context.Context, db d1.DB, spec *config.Spec) (*Schema, erro
 			d1.Statement{SQL: "PRAGMA foreign_key_list(" + q + ")"})
 	}
 	if len(stmts) > 0 {
-		out, err := db.Batch(ctx, stmts)
+		out, err := d1.Send(ctx, db, nil, stmts)
 		if err != nil {
 			return nil, fmt.Errorf("read schema: %w", err)
 		}

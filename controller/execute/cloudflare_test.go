@@ -1,0 +1,116 @@
+package execute_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/plan"
+)
+
+func (w *world) openD1(t *testing.T) d1.DB {
+	t.Helper()
+	var db d1.DB
+	var err error
+	if w.cf != nil {
+		db, err = d1.OpenCloudflare(d1.CloudflareConfig{AccountID: w.cf.AccountID, DatabaseID: w.cf.DatabaseID, Token: w.cf.Token(), BaseURL: w.cf.URL(), Retry: &d1.Retry{}, RateLimit: -1})
+	} else {
+		db, err = d1.OpenSQLite(w.cfg.D1.SQLite.Path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// A backed-up row whose key was taken again after the delete is not re-inserted, and the
+// restore says so per table instead of counting it as restored.
+func TestRestoreReportsReusedKeys(t *testing.T) {
+	for _, backend := range []string{"sqlite", "cloudflare"} {
+		t.Run(backend, func(t *testing.T) {
+			w := newWorld(t, backend)
+			path := w.approvedPlan(t, "--email", "trial7@example.test")
+			w.must("execute", "--config", w.alice, path)
+			status := w.must("status", "--config", w.alice)
+			run := strings.Fields(strings.Split(status, "\n")[1])[0]
+
+			db := w.openD1(t)
+			var a d1.Args
+			sql := "INSERT INTO trial_signups (id, email, status, created_at) VALUES (" + a.Add(d1.Int(2)) + ", " +
+				a.Add(d1.Text("someone.else@example.test")) + ", 'pending', '2026-01-01T00:00:00Z')"
+			if _, err := db.Batch(context.Background(), []d1.Statement{{SQL: sql, Params: a.Params()}}); err != nil {
+				t.Fatal(err)
+			}
+			out := w.must("restore", "--config", w.alice, run, "--only", "d1")
+			if !strings.Contains(out, "not re-inserted") || !strings.Contains(out, "trial_signups 1") {
+				t.Fatalf("restore does not report the reused key:\n%s", out)
+			}
+			if strings.Contains(out, " 4 of 4 backed-up") {
+				t.Fatalf("restore counts the skipped row as restored:\n%s", out)
+			}
+			res, err := db.Query(context.Background(), "SELECT email FROM trial_signups WHERE id = 2")
+			if err != nil || len(res.Rows) != 1 || res.Rows[0][0].Text != "someone.else@example.test" {
+				t.Fatalf("the new owner of the key was changed: %v %v", res, err)
+			}
+		})
+	}
+}
+
+// Resume on Cloudflare: the run is interrupted, and the resumed execute meets a window in
+// which every request is answered 429 with Retry-After; it waits the window out and ends in
+// the same state as an uninterrupted run.
+func TestResumeThroughRateLimitWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("resume on the Cloudflare API server")
+	}
+	w := newWorld(t, "cloudflare")
+	var want snapshot
+	for i, k := range []int{0, 2, 5} {
+		path := w.approvedPlan(t, "--email", "qa1@example.test")
+		p, err := plan.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, done := w.executor(t)
+		n := 0
+		e.AfterStep = func(string) error {
+			n++
+			if n == k {
+				return errCrash
+			}
+			return nil
+		}
+		_, err = e.Execute(context.Background(), p, false)
+		done()
+		if err != nil && !errors.Is(err, errCrash) {
+			t.Fatalf("k=%d: %v", k, err)
+		}
+		if errors.Is(err, errCrash) {
+			w.cf.RateLimitFor(1200 * time.Millisecond)
+			throttled := w.cf.Throttled()
+			start := time.Now()
+			_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+			if code != 0 {
+				t.Fatalf("k=%d: resume through a 429 window: exit %d\n%s", k, code, errs)
+			}
+			if w.cf.Throttled() == throttled || time.Since(start) < time.Second {
+				t.Fatalf("k=%d: the resume never met the 429 window", k)
+			}
+			if !strings.Contains(errs, "cloudflare rate limit") {
+				t.Errorf("k=%d: the wait is not shown on stderr:\n%s", k, errs)
+			}
+		}
+		w.must("verify", "--config", w.alice, path)
+		got := w.snapshot()
+		if i == 0 {
+			want = got
+		} else if d := diff(want, got); d != "" {
+			t.Fatalf("k=%d: end state differs from an uninterrupted run:\n%s", k, d)
+		}
+		w.must("restore", "--config", w.alice, strings.Fields(strings.Split(w.must("status", "--config", w.alice), "\n")[1])[0])
+	}
+}
