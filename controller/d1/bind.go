@@ -16,7 +16,9 @@ import (
 //
 //	NULL     NULL                 (no parameter)
 //	integer  CAST(? AS INTEGER)   decimal text
-//	real     CAST(? AS REAL)      shortest round-trip decimal text (±Inf as 9e999 / -9e999)
+//	real     CAST(? AS REAL)      shortest round-trip decimal text (±Inf as 9e999 / -9e999),
+//	         or (CAST(? AS REAL) / 2^62 ...)  an integer mantissa scaled by exact powers of two
+//	         where SQLite's text-to-real conversion could round (see bindReal)
 //	text     ?                    the text
 //	blob     unhex(?)             hex text (SQLite >= 3.41 has unhex)
 //
@@ -34,9 +36,7 @@ func Bind(v Value) (placeholder string, params []Value) {
 		case math.IsInf(v.Real, -1):
 			return "CAST(? AS REAL)", []Value{Text("-9e999")}
 		}
-		// The shortest text that parses back to the same float64; CAST keeps
-		// integral reals REAL.
-		return "CAST(? AS REAL)", []Value{Text(strconv.FormatFloat(v.Real, 'g', -1, 64))}
+		return bindReal(v.Real)
 	case KindText:
 		return "?", []Value{v}
 	case KindBlob:
@@ -178,4 +178,67 @@ func decodeExactCell(typ, v Value) (Value, error) {
 		return Blob(b), nil
 	}
 	return Value{}, fmt.Errorf("unknown storage class %q", typ.Text)
+}
+
+// pow62 is 2^62, the largest power of two an int64 literal holds.
+const pow62 = "4611686018427387904"
+
+// bindReal binds a finite real so that every backend stores exactly f. SQLite converts
+// decimal text to a double with its own algorithm, which on D1 (workerd) is off by one unit
+// in the last place for some values with large exponents (-1e-300 arrives as
+// -9.999999999999999e-301). A decimal s x 10^d with s < 2^53 and |d| <= 22 converts with a
+// single correctly rounded operation everywhere, so such values go as their shortest text.
+// Every other value goes as its exact binary form: an integer mantissa M (|M| < 2^53, exact
+// as text) times 2^E, written as divisions or multiplications by 2^62 and one smaller power of
+// two, each of which is exact in IEEE arithmetic.
+func bindReal(f float64) (string, []Value) {
+	short := strconv.FormatFloat(f, 'g', -1, 64)
+	if fastPathDecimal(f) {
+		// CAST keeps integral reals REAL.
+		return "CAST(? AS REAL)", []Value{Text(short)}
+	}
+	frac, exp := math.Frexp(f) // f = frac x 2^exp, 0.5 <= |frac| < 1
+	m := int64(frac * (1 << 53))
+	e := exp - 53
+	for m != 0 && m%2 == 0 && e < 0 {
+		m /= 2
+		e++
+	}
+	var b strings.Builder
+	b.WriteString("(CAST(? AS REAL)")
+	for ; e <= -62; e += 62 {
+		b.WriteString(" / " + pow62)
+	}
+	for ; e >= 62; e -= 62 {
+		b.WriteString(" * " + pow62)
+	}
+	switch {
+	case e < 0:
+		b.WriteString(" / " + strconv.FormatInt(1<<-e, 10))
+	case e > 0:
+		b.WriteString(" * " + strconv.FormatInt(1<<e, 10))
+	}
+	b.WriteString(")")
+	return b.String(), []Value{Text(strconv.FormatInt(m, 10))}
+}
+
+// fastPathDecimal reports whether f's shortest decimal is s x 10^d with s < 2^53 and
+// |d| <= 22: both are exact doubles, so one multiplication or division gives f.
+func fastPathDecimal(f float64) bool {
+	if f == 0 {
+		return !math.Signbit(f)
+	}
+	e := strconv.FormatFloat(math.Abs(f), 'e', -1, 64) // d.ddddde±XX
+	mant, expText, _ := strings.Cut(e, "e")
+	exp, err := strconv.Atoi(expText)
+	if err != nil {
+		return false
+	}
+	digits := strings.Replace(mant, ".", "", 1)
+	s, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || s >= 1<<53 {
+		return false
+	}
+	d := exp - (len(digits) - 1)
+	return d >= -22 && d <= 22
 }
