@@ -25,8 +25,10 @@ type call struct {
 	signer string
 	// grantID is the accepted grant's id.
 	grantID string
-	bytes   int64
-	output  string
+	// artifacts are the sha256 sums the grant allows besides the agent's own.
+	artifacts []string
+	bytes     int64
+	output    string
 }
 
 type callKey struct{}
@@ -132,6 +134,7 @@ func (s *Server) audit(method string, c *call, addr string, start time.Time, cal
 		Site:        c.site,
 		PlanID:      c.planID,
 		GrantSigner: c.signer,
+		GrantID:     c.grantID,
 		Success:     callErr == nil,
 		Result:      st.Code().String(),
 		DurationMS:  time.Since(start).Milliseconds(),

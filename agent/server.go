@@ -14,16 +14,19 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/prego/testreset/agent/audit"
 	"github.com/prego/testreset/agent/config"
 	"github.com/prego/testreset/agent/sites"
+	"github.com/prego/testreset/agent/state"
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -65,6 +68,11 @@ func New(cfg *config.Config, version string, log *slog.Logger) (*Server, error) 
 	db.SetMaxOpenConns(8)
 	db.SetConnMaxIdleTime(time.Minute)
 	mgr, err := sites.New(sites.Options{
+		StateDir: cfg.StateDir,
+		Limits: sites.Limits{
+			MaxArtifactBytes: cfg.Limits.MaxArtifactBytes, MaxExtractedBytes: cfg.Limits.MaxExtractedBytes,
+			MaxEntries: cfg.Limits.MaxEntries, MinFreeBytes: cfg.Limits.MinFreeBytes,
+		},
 		BenchPath:     cfg.Bench.Path,
 		ArchivePath:   cfg.Bench.ArchivePath,
 		BenchCommand:  cfg.Bench.Command,
@@ -86,6 +94,14 @@ func New(cfg *config.Config, version string, log *slog.Logger) (*Server, error) 
 		db.Close()
 		return nil, err
 	}
+	// What an earlier run left behind: temporary folders with option files holding
+	// passwords, staging copies, half-done restores. MariaDB may be down: restores it cannot
+	// clean now are cleaned by the next restore of their site.
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if err := mgr.Cleanup(cctx); err != nil {
+		log.Warn("start-up cleanup incomplete", "err", err)
+	}
+	cancel()
 	return &Server{
 		cfg: cfg, version: version, log: log, tls: reloader, auditLog: al, db: db, sites: mgr,
 		health: health.NewServer(), now: time.Now,
@@ -235,8 +251,19 @@ func (s *Server) BackupSite(req *agentv1.BackupSiteRequest, stream agentv1.Agent
 // DropSite implements Agent.
 func (s *Server) DropSite(ctx context.Context, req *agentv1.DropSiteRequest) (*agentv1.DropSiteResponse, error) {
 	c := callFrom(ctx)
-	if err := s.checkGrant(c, req.GetGrant(), req.GetSite(), req.GetPlanSha256(), grant.ActionDrop); err != nil {
+	used, err := s.checkGrant(c, req.GetGrant(), req.GetSite(), req.GetPlanSha256(), grant.ActionDrop)
+	if err != nil {
 		return nil, err
+	}
+	if used != nil && !req.GetDryRun() {
+		// A used drop grant may only confirm that the site is still gone (a retry whose
+		// answer was lost); it never drops a site that is back.
+		resp, err := s.sites.Drop(ctx, req.GetSite(), true)
+		if err == nil && resp.GetAlreadyAbsent() {
+			return resp, nil
+		}
+		return nil, status.Errorf(codes.PermissionDenied, "drop %s: %v: used at %s by %s; ask for a new approval",
+			req.GetSite(), grant.ErrReplayed, used.Time.Format(time.RFC3339), used.Caller)
 	}
 	resp, err := s.sites.Drop(ctx, req.GetSite(), req.GetDryRun())
 	if resp != nil {
@@ -245,7 +272,22 @@ func (s *Server) DropSite(ctx context.Context, req *agentv1.DropSiteRequest) (*a
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if !req.GetDryRun() {
+		if err := s.useGrant(c, req.GetSite(), grant.ActionDrop); err != nil {
+			return nil, err
+		}
+	}
 	return resp, nil
+}
+
+// useGrant records the call's grant as used.
+func (s *Server) useGrant(c *call, site, action string) error {
+	err := s.sites.State().UseGrant(state.GrantUse{Time: s.now().UTC(), ID: c.grantID, Site: site, Action: action,
+		Signer: c.signer, Caller: certs.Identity(c.caller)})
+	if err != nil {
+		return status.Errorf(codes.Internal, "%s %s: done, but recording the grant as used failed: %v", action, site, err)
+	}
+	return nil
 }
 
 // RestoreSite implements Agent.
@@ -260,10 +302,12 @@ func (s *Server) RestoreSite(stream agentv1.Agent_RestoreSiteServer) error {
 		return status.Error(codes.InvalidArgument, "restore: the first message must be begin (site, plan id, grant)")
 	}
 	c.site, c.planID = begin.GetSite(), begin.GetPlanId()
-	if err := s.checkGrant(c, begin.GetGrant(), begin.GetSite(), begin.GetPlanSha256(), grant.ActionRestore); err != nil {
+	used, err := s.checkGrant(c, begin.GetGrant(), begin.GetSite(), begin.GetPlanSha256(), grant.ActionRestore)
+	if err != nil {
 		return err
 	}
-	resp, err := s.sites.Restore(stream.Context(), begin.GetSite(), func() (*agentv1.RestoreSiteRequest, error) {
+	opts := sites.RestoreOptions{Granted: c.artifacts, NoChanges: used != nil}
+	resp, err := s.sites.Restore(stream.Context(), begin.GetSite(), opts, func() (*agentv1.RestoreSiteRequest, error) {
 		m, err := stream.Recv()
 		if err == nil {
 			if ch := m.GetChunk(); ch != nil {
@@ -273,15 +317,25 @@ func (s *Server) RestoreSite(stream agentv1.Agent_RestoreSiteServer) error {
 		return m, err
 	})
 	if err != nil {
+		if errors.Is(err, sites.ErrNoChanges) {
+			return status.Errorf(codes.PermissionDenied, "restore %s: %v (used at %s by %s); ask for a new approval",
+				begin.GetSite(), err, used.Time.Format(time.RFC3339), used.Caller)
+		}
 		return toStatus(err)
+	}
+	if used == nil {
+		if err := s.useGrant(c, begin.GetSite(), grant.ActionRestore); err != nil {
+			return err
+		}
 	}
 	return stream.SendAndClose(resp)
 }
 
-// checkGrant enforces the two-person rule on the node.
-func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, planSHA, action string) error {
+// checkGrant enforces the two-person rule on the node. It returns the earlier use of the
+// grant when it was used before.
+func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, planSHA, action string) (*state.GrantUse, error) {
 	if err := sites.ValidateName(site); err != nil {
-		return toStatus(err)
+		return nil, toStatus(err)
 	}
 	body, signer, err := grant.Verify(g, grant.Want{Hosts: s.hostNames(), Site: site, Action: action, PlanSHA256: planSHA,
 		Caller: c.caller, MaxLifetime: s.cfg.Grants.MaxLifetime}, s.tls.Pool(), s.now())
@@ -298,15 +352,19 @@ func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, planSHA, action str
 		case errors.Is(err, grant.ErrExpired):
 			code = codes.FailedPrecondition
 		}
-		return status.Errorf(code, "%s %s: %v", action, site, err)
+		return nil, status.Errorf(code, "%s %s: %v", action, site, err)
 	}
 	// The signer's identity comes from its verified certificate, never from the body.
 	c.signer = certs.Identity(signer)
 	c.grantID = body.GetGrantId()
+	c.artifacts = body.GetArtifactSha256()
 	if c.planID == "" {
 		c.planID = body.GetPlanSha256()
 	}
-	return nil
+	if u, ok := s.sites.State().GrantUsed(body.GetGrantId()); ok {
+		return &u, nil
+	}
+	return nil, nil
 }
 
 // toStatus maps the site layer's errors to gRPC codes with their message.
@@ -335,12 +393,24 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, sites.ErrIntegrity):
 		code = codes.DataLoss
-	case errors.Is(err, sites.ErrBadConfig), errors.Is(err, sites.ErrShared), errors.Is(err, sites.ErrIncomplete):
+	case errors.Is(err, sites.ErrBadConfig), errors.Is(err, sites.ErrShared), errors.Is(err, sites.ErrIncomplete),
+		errors.Is(err, sites.ErrNotOwn), errors.Is(err, sites.ErrIncompleteRestore):
 		code = codes.FailedPrecondition
-	case errors.Is(err, sites.ErrBadStream):
+	case errors.Is(err, sites.ErrBadStream), errors.Is(err, sites.ErrHostileDump):
 		code = codes.InvalidArgument
+	case errors.Is(err, sites.ErrUntrusted), errors.Is(err, sites.ErrNoChanges):
+		code = codes.PermissionDenied
+	case errors.Is(err, sites.ErrLimit):
+		code = codes.ResourceExhausted
 	}
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	if code == codes.Unavailable {
+		// The site is busy: say when to come back, for clients that read RetryInfo.
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(30 * time.Second)}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
 }
 
 func truncate(s string, n int) string {

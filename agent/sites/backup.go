@@ -19,6 +19,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/prego/testreset/agent/state"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -37,6 +38,10 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 	if err != nil {
 		return 0, err
 	}
+	if m.Protected(name) {
+		// A protected site is production: a full copy of it and its secrets never leaves.
+		return 0, fmt.Errorf("backup site %s: %w by the agent configuration", name, ErrProtected)
+	}
 	unlock, err := m.lock(name, "backup")
 	if err != nil {
 		return 0, err
@@ -51,6 +56,9 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 	}
 	if !identRe.MatchString(cfg.DBName) {
 		return 0, fmt.Errorf("backup site %s: %w: db_name %q is not [A-Za-z0-9_]+", name, ErrBadConfig, cfg.DBName)
+	}
+	if err := m.checkOwnDatabase(name, cfg.DBName); err != nil {
+		return 0, fmt.Errorf("backup site %s: %w", name, err)
 	}
 	exists, err := m.databaseExists(ctx, cfg.DBName)
 	if err != nil {
@@ -73,8 +81,8 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 		FileName:  stamp + "-" + name + "-database.sql.gz",
 		Site:      name,
 		StartedAt: timestamppb.New(started),
-	}, func(ctx context.Context, w io.Writer) error {
-		return m.dump(ctx, tmp, cfg.DBName, w)
+	}, func(ctx context.Context, w io.Writer) (int64, error) {
+		return 0, m.dump(ctx, tmp, cfg.DBName, w)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("backup site %s: database: %w", name, err)
@@ -85,7 +93,7 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 		FileName:  stamp + "-" + name + "-files.tar.gz",
 		Site:      name,
 		StartedAt: timestamppb.New(filesStarted),
-	}, func(ctx context.Context, w io.Writer) error {
+	}, func(ctx context.Context, w io.Writer) (int64, error) {
 		return writeTar(ctx, p, w)
 	})
 	if err != nil {
@@ -96,19 +104,24 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 	return dbBytes + filesBytes, nil
 }
 
-// stream sends one artifact. produce writes the uncompressed data; gzip, sha256 and chunking
-// run in a goroutine while this one sends, so compression and transfer overlap.
+// stream sends one artifact. produce writes the uncompressed data and returns its entry
+// count (tar); gzip, sha256 and chunking run in a goroutine while this one sends, so
+// compression and transfer overlap. The artifact's sha256, sizes and entry count are
+// recorded in the state folder before its trailer is sent: a restore accepts only artifacts
+// recorded for the site.
 func (m *Manager) stream(ctx context.Context, send func(*agentv1.BackupSiteResponse) error,
-	hdr *agentv1.ArtifactHeader, produce func(context.Context, io.Writer) error) (int64, error) {
+	hdr *agentv1.ArtifactHeader, produce func(context.Context, io.Writer) (int64, error)) (int64, error) {
 	if err := send(&agentv1.BackupSiteResponse{Msg: &agentv1.BackupSiteResponse_Header{Header: hdr}}); err != nil {
 		return 0, fmt.Errorf("send header: %w", err)
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
-		sum []byte
-		n   int64
-		err error
+		sum     []byte
+		n       int64
+		raw     int64
+		entries int64
+		err     error
 	}
 	chunks := make(chan []byte, 4)
 	done := make(chan result, 1)
@@ -130,8 +143,12 @@ func (m *Manager) stream(ctx context.Context, send func(*agentv1.BackupSiteRespo
 			return ck.Write(p)
 		})
 		gz, err := gzip.NewWriterLevel(out, gzip.DefaultCompression)
+		var raw, entries int64
 		if err == nil {
-			err = produce(pctx, gz)
+			entries, err = produce(pctx, writerFunc(func(p []byte) (int, error) {
+				raw += int64(len(p))
+				return gz.Write(p)
+			}))
 		}
 		if err == nil {
 			err = gz.Close()
@@ -139,7 +156,7 @@ func (m *Manager) stream(ctx context.Context, send func(*agentv1.BackupSiteRespo
 		if err == nil {
 			err = ck.Flush()
 		}
-		done <- result{sum: h.Sum(nil), n: n, err: err}
+		done <- result{sum: h.Sum(nil), n: n, raw: raw, entries: entries, err: err}
 	}()
 	for b := range chunks {
 		if err := send(&agentv1.BackupSiteResponse{Msg: &agentv1.BackupSiteResponse_Chunk{Chunk: &agentv1.Chunk{Data: b}}}); err != nil {
@@ -158,6 +175,10 @@ func (m *Manager) stream(ctx context.Context, send func(*agentv1.BackupSiteRespo
 		return 0, err
 	}
 	tr := &agentv1.ArtifactTrailer{Kind: hdr.Kind, Sha256: hex.EncodeToString(r.sum), Bytes: r.n}
+	if err := m.state.RecordArtifact(state.Artifact{Time: time.Now().UTC(), Site: hdr.Site, Kind: kindName(hdr.Kind),
+		SHA256: tr.Sha256, Bytes: r.n, RawBytes: r.raw, Entries: r.entries}); err != nil {
+		return 0, fmt.Errorf("record artifact: %w", err)
+	}
 	if err := send(&agentv1.BackupSiteResponse{Msg: &agentv1.BackupSiteResponse_Trailer{Trailer: tr}}); err != nil {
 		return 0, fmt.Errorf("send trailer: %w", err)
 	}
@@ -227,11 +248,18 @@ func killGroup(cmd *exec.Cmd) {
 // writeTar writes the folder root as a tar stream: regular files, folders and symlinks (kept
 // as links), with modes, owners and modification times. Everything is included, Frappe's own
 // backups in private/backups too: a drop archives or removes them with the site, so the
-// agent's backup is their only copy. Other file types (sockets, fifos) are skipped.
-func writeTar(ctx context.Context, root string, w io.Writer) error {
+// agent's backup is their only copy. Other file types (sockets, fifos) are skipped, and so
+// are files with hard links outside the site folder (a link to /etc/shadow or another site's
+// config would otherwise be copied out). It returns the number of entries.
+func writeTar(ctx context.Context, root string, w io.Writer) (int64, error) {
+	inside, err := linkCounts(ctx, root)
+	if err != nil {
+		return 0, fmt.Errorf("tar site folder: %w", err)
+	}
+	var entries int64
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 256<<10)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if p != root && errors.Is(err, fs.ErrNotExist) {
 				return nil // removed while walking
@@ -254,6 +282,10 @@ func writeTar(ctx context.Context, root string, w io.Writer) error {
 			return err
 		}
 		var link string
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 &&
+			int64(st.Nlink) > inside[fileID{uint64(st.Dev), st.Ino}] {
+			return nil // a hard link to something outside the site folder
+		}
 		switch {
 		case fi.Mode().IsRegular(), fi.IsDir():
 		case fi.Mode()&fs.ModeSymlink != 0:
@@ -280,18 +312,53 @@ func writeTar(ctx context.Context, root string, w io.Writer) error {
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
+		entries++
 		if fi.Mode().IsRegular() {
 			return copyFile(tw, p, hdr.Size, buf)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("tar site folder: %w", err)
+		return 0, fmt.Errorf("tar site folder: %w", err)
 	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("tar site folder: %w", err)
+		return 0, fmt.Errorf("tar site folder: %w", err)
 	}
-	return nil
+	return entries, nil
+}
+
+type fileID struct {
+	dev uint64
+	ino uint64
+}
+
+// linkCounts counts, per inode, the names a regular file has inside root (private/backups
+// included: a link there is still inside).
+func linkCounts(ctx context.Context, root string) (map[fileID]int64, error) {
+	out := map[fileID]int64{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p != root && errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			out[fileID{uint64(st.Dev), st.Ino}]++
+		}
+		return nil
+	})
+	return out, err
 }
 
 // copyFile copies exactly size bytes of p, not following a symlink swapped in meanwhile.

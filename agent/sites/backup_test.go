@@ -376,7 +376,7 @@ func TestBusy(t *testing.T) {
 	}
 	_, err = b.m.Drop(t.Context(), s.Name, true)
 	wantErr(t, err, sites.ErrBusy)
-	_, err = b.m.Restore(t.Context(), s.Name, restoreStream())
+	_, err = b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream())
 	wantErr(t, err, sites.ErrBusy)
 	if _, err := b.m.Drop(t.Context(), other.Name, true); err != nil {
 		t.Errorf("another site is blocked: %v", err)

@@ -45,8 +45,50 @@ func readSiteConfig(dir string) (*siteConfig, error) {
 	return parseSiteConfig(b)
 }
 
+// pythonJSON replaces the constants Python's json module writes and reads but JSON does not
+// have (NaN, Infinity, -Infinity), outside strings, with null, so that a site_config.json
+// Frappe reads is read here too.
+func pythonJSON(b []byte) []byte {
+	var out []byte
+	inStr := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inStr {
+			out = append(out, c)
+			switch c {
+			case '\\':
+				if i+1 < len(b) {
+					i++
+					out = append(out, b[i])
+				}
+			case '"':
+				inStr = false
+			}
+			continue
+		}
+		if c == '"' {
+			inStr = true
+			out = append(out, c)
+			continue
+		}
+		matched := false
+		for _, w := range []string{"-Infinity", "Infinity", "NaN"} {
+			if bytes.HasPrefix(b[i:], []byte(w)) {
+				out = append(out, "null"...)
+				i += len(w) - 1
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func parseSiteConfig(b []byte) (*siteConfig, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
+	dec := json.NewDecoder(bytes.NewReader(pythonJSON(b)))
 	dec.UseNumber()
 	var raw map[string]any
 	if err := dec.Decode(&raw); err != nil {

@@ -63,6 +63,14 @@ func (m *Manager) Drop(ctx context.Context, name string, dryRun bool) (*agentv1.
 	if err := m.checkNotShared(name, cfg); err != nil {
 		return nil, fmt.Errorf("drop site %s: %w", name, err)
 	}
+	// Only the site's own database and account: not a database Frappe generated for
+	// another site folder, not an account holding anything beyond the site's database.
+	if err := m.checkOwnDatabase(name, cfg.DBName); err != nil {
+		return nil, fmt.Errorf("drop site %s: %w", name, err)
+	}
+	if _, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName); err != nil {
+		return nil, fmt.Errorf("drop site %s: %w", name, err)
+	}
 	if m.Mode() == "bench" {
 		err = m.dropBench(ctx, name, resp)
 	} else {
@@ -247,7 +255,8 @@ func remaining(c *agentv1.AbsenceCheck, cfg *siteConfig) string {
 }
 
 // checkNotShared refuses a drop when another site uses the same database or database user
-// (old multi-host setups symlink or copy site configs).
+// (old multi-host setups symlink or copy site configs). It fails closed: when any other
+// site's site_config.json cannot be read, nobody can say it does not use them.
 func (m *Manager) checkNotShared(name string, cfg *siteConfig) error {
 	dir, err := m.sitesDir()
 	if err != nil {
@@ -261,9 +270,15 @@ func (m *Manager) checkNotShared(name string, cfg *siteConfig) error {
 		if e.Name() == name || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
+		if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && !fi.IsDir() {
+			continue // apps.txt, common_site_config.json...
+		}
 		other, err := readSiteConfig(filepath.Join(dir, e.Name()))
+		if errors.Is(err, ErrNotFound) {
+			continue // not a site
+		}
 		if err != nil {
-			continue
+			return fmt.Errorf("%w: site %s has an unreadable site_config.json, so it may use the same database (%v)", ErrShared, e.Name(), err)
 		}
 		if other.DBName == cfg.DBName {
 			return fmt.Errorf("%w: database %s is also used by site %s", ErrShared, cfg.DBName, e.Name())

@@ -42,7 +42,7 @@ func TestRoundTrip(t *testing.T) {
 				if reverse {
 					arts[0], arts[1] = arts[1], arts[0]
 				}
-				resp, err := b.m.Restore(t.Context(), s.Name, restoreStream(arts...))
+				resp, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(arts...))
 				if err != nil {
 					t.Fatalf("round %d: %v", round, err)
 				}
@@ -124,9 +124,23 @@ func TestRestoreRefusals(t *testing.T) {
 	s := b.addSite("a.example.com", false)
 	db, files := backupOf(t, b, s)
 
-	t.Run("existing site folder", func(t *testing.T) {
-		_, err := b.m.Restore(t.Context(), s.Name, restoreStream(db, files))
-		wantErr(t, err, sites.ErrExists)
+	t.Run("complete site is left as it is", func(t *testing.T) {
+		before := readDBState(t, s.DB)
+		resp, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !resp.Complete || len(resp.Parts) != 3 {
+			t.Fatalf("resp = %v", resp)
+		}
+		for _, p := range resp.Parts {
+			if p.Status != agentv1.PartStatus_PART_STATUS_PRESENT || !p.Verified {
+				t.Errorf("part %v, want present and verified", p)
+			}
+		}
+		if got := readDBState(t, s.DB); fmt.Sprint(got) != fmt.Sprint(before) {
+			t.Errorf("database changed: %v, want %v", got, before)
+		}
 		b.assertTempEmpty()
 	})
 	if _, err := b.m.Drop(t.Context(), s.Name, false); err != nil {
@@ -156,14 +170,14 @@ func TestRestoreRefusals(t *testing.T) {
 		{"another site", []artifact{db, {Header: other, Chunks: files.Chunks, Trailer: files.Trailer}}, sites.ErrBadStream},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := b.m.Restore(t.Context(), s.Name, restoreStream(tc.arts...))
+			_, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(tc.arts...))
 			wantErr(t, err, tc.want)
 			assertNothingRestored(t, b, s)
 		})
 	}
 	t.Run("chunk before header", func(t *testing.T) {
 		msgs := []*agentv1.RestoreSiteRequest{{Msg: &agentv1.RestoreSiteRequest_Chunk{Chunk: &agentv1.Chunk{Data: []byte("x")}}}}
-		_, err := b.m.Restore(t.Context(), s.Name, func() (*agentv1.RestoreSiteRequest, error) {
+		_, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, func() (*agentv1.RestoreSiteRequest, error) {
 			if len(msgs) == 0 {
 				return nil, fmt.Errorf("unexpected read")
 			}
@@ -176,7 +190,7 @@ func TestRestoreRefusals(t *testing.T) {
 	})
 	t.Run("invalid name", func(t *testing.T) {
 		for _, name := range []string{"../x", "UPPER", "a..b"} {
-			_, err := b.m.Restore(t.Context(), name, restoreStream(db, files))
+			_, err := b.m.Restore(t.Context(), name, sites.RestoreOptions{}, restoreStream(db, files))
 			wantErr(t, err, sites.ErrInvalidName)
 		}
 	})
@@ -186,12 +200,25 @@ func TestRestoreRefusals(t *testing.T) {
 		if _, err := conn.ExecContext(t.Context(), "CREATE DATABASE `"+s.DB+"`"); err != nil {
 			t.Fatal(err)
 		}
-		_, err := b.m.Restore(t.Context(), s.Name, restoreStream(db, files))
-		wantErr(t, err, sites.ErrExists)
-		if exists(s.Dir) || len(userHosts(t, s.User)) != 0 {
-			t.Error("restore over an existing database changed something")
+		// The database is present: left as it is; user and folder are restored.
+		resp, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if _, err := conn.ExecContext(t.Context(), "DROP DATABASE `"+s.DB+"`"); err != nil {
+		want := map[string]agentv1.PartStatus{"database": agentv1.PartStatus_PART_STATUS_PRESENT,
+			"db_user": agentv1.PartStatus_PART_STATUS_RESTORED, "folder": agentv1.PartStatus_PART_STATUS_RESTORED}
+		for _, p := range resp.Parts {
+			if p.Status != want[p.Part] || !p.Verified {
+				t.Errorf("part %v, want %v", p, want[p.Part])
+			}
+		}
+		if !exists(s.Dir) || len(userHosts(t, s.User)) != 2 {
+			t.Error("missing parts not restored")
+		}
+		if got := readDBState(t, s.DB); len(got.Checksums) != 0 {
+			t.Errorf("present database was loaded into: %v", got)
+		}
+		if _, err := b.m.Drop(t.Context(), s.Name, false); err != nil {
 			t.Fatal(err)
 		}
 		b.assertTempEmpty()
@@ -202,10 +229,14 @@ func TestRestoreRefusals(t *testing.T) {
 		if _, err := conn.ExecContext(t.Context(), "CREATE USER '"+s.User+"'@'10.0.0.1'"); err != nil {
 			t.Fatal(err)
 		}
-		_, err := b.m.Restore(t.Context(), s.Name, restoreStream(db, files))
-		wantErr(t, err, sites.ErrExists)
+		// The user is present (left as it is) but cannot log in from here: the load fails
+		// and what the call created is removed again.
+		_, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files))
+		if err == nil {
+			t.Fatal("restore with a user that cannot log in succeeded")
+		}
 		if exists(s.Dir) || dbExists(t, s.DB) {
-			t.Error("restore with an existing user changed something")
+			t.Error("failed restore left something behind")
 		}
 		if _, err := conn.ExecContext(t.Context(), "DROP USER '"+s.User+"'@'10.0.0.1'"); err != nil {
 			t.Fatal(err)
@@ -214,7 +245,7 @@ func TestRestoreRefusals(t *testing.T) {
 	})
 
 	// After every refusal the real restore still works.
-	if _, err := b.m.Restore(t.Context(), s.Name, restoreStream(db, files)); err != nil {
+	if _, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -252,7 +283,11 @@ func TestRestoreUnsafeFiles(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := makeArtifact(files.Header.Kind, s.Name, makeTarGz(t, tc.entries))
-			_, err := b.m.Restore(t.Context(), s.Name, restoreStream(db, bad))
+			_, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, bad))
+			wantErr(t, err, sites.ErrUntrusted)
+			assertNothingRestored(t, b, s)
+			// Named by a grant, it reaches the archive checks.
+			_, err = b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{Granted: []string{bad.Trailer.Sha256}}, restoreStream(db, bad))
 			if !errorsIsAny(err, sites.ErrBadStream, sites.ErrBadConfig) {
 				t.Fatalf("got error %v, want a refusal", err)
 			}
@@ -281,7 +316,7 @@ func TestRestoreLoadFailureCleansUp(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := makeArtifact(db.Header.Kind, s.Name, tc.data)
-			_, err := b.m.Restore(t.Context(), s.Name, restoreStream(bad, files))
+			_, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(bad, files))
 			if err == nil {
 				t.Fatal("restore of a bad dump succeeded")
 			}
@@ -289,7 +324,7 @@ func TestRestoreLoadFailureCleansUp(t *testing.T) {
 		})
 	}
 	// A retry with the good artifacts works.
-	if _, err := b.m.Restore(t.Context(), s.Name, restoreStream(db, files)); err != nil {
+	if _, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -341,7 +376,7 @@ func TestNoBackslashEscapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Restore(t.Context(), s.Name, restoreStream(db, files)); err != nil {
+	if _, err := m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files)); err != nil {
 		t.Fatal(err)
 	}
 	var n int

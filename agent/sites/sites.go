@@ -15,6 +15,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/prego/testreset/agent/state"
 )
 
 // Sentinel errors. The server maps them to gRPC codes with errors.Is; every error returned
@@ -37,7 +40,42 @@ var (
 	// there afterwards. Drop returns its response too, so the check can be reported.
 	// FailedPrecondition (or Internal).
 	ErrIncomplete = errors.New("site still present after drop")
+	// ErrUntrusted: a restore artifact the agent did not produce for that site and no grant
+	// names. PermissionDenied.
+	ErrUntrusted = errors.New("artifact not produced by this agent for this site")
+	// ErrNotOwn: the database or account a site config names is not the site's own by
+	// Frappe's rules, or the account holds privileges beyond the site's database.
+	// FailedPrecondition.
+	ErrNotOwn = errors.New("not the site's own")
+	// ErrLimit: an artifact is larger, unpacks to more, or needs more disk than allowed.
+	// ResourceExhausted.
+	ErrLimit = errors.New("limit exceeded")
 )
+
+// BusyError is ErrBusy with what holds the site and since when.
+type BusyError struct {
+	Site, Op string
+	Since    time.Time
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("site %s is %v (%s since %s, %s ago); retry when it has finished, in a minute or two",
+		e.Site, ErrBusy, e.Op, e.Since.UTC().Format(time.RFC3339), time.Since(e.Since).Round(time.Second))
+}
+
+func (e *BusyError) Unwrap() error { return ErrBusy }
+
+// Limits bound what a restore receives and unpacks.
+type Limits struct {
+	// MaxArtifactBytes bounds one received artifact (0 = 64 GiB).
+	MaxArtifactBytes int64
+	// MaxExtractedBytes and MaxEntries bound an artifact the agent has no record of
+	// (named by a grant); recorded artifacts are bounded by their recorded sizes.
+	MaxExtractedBytes int64
+	MaxEntries        int64
+	// MinFreeBytes stay free on the file system written to (0 = 1 GiB; negative = none).
+	MinFreeBytes int64
+}
 
 // Admin is the MariaDB administrative account the agent uses. The password has already been
 // read from its file by the caller; it is only ever written to 0600 defaults files or a
@@ -61,8 +99,12 @@ type Options struct {
 	// TempDir holds per-operation temporary folders (defaults files, received artifacts).
 	// "" = BENCH, so received artifacts stay on the bench's file system.
 	TempDir string
-	Admin   Admin
-	Logger  *slog.Logger
+	// StateDir holds the agent's records (artifact sha256, restore markers); "" =
+	// BENCH/.reset-agent-state.
+	StateDir string
+	Limits   Limits
+	Admin    Admin
+	Logger   *slog.Logger
 }
 
 // Manager performs site operations on one bench. It is safe for concurrent use; Backup,
@@ -71,9 +113,15 @@ type Manager struct {
 	opts  Options
 	admin *sql.DB
 	log   *slog.Logger
+	state *state.Store
 
 	mu   sync.Mutex
-	busy map[string]string // site -> operation
+	busy map[string]busy // site -> operation
+}
+
+type busy struct {
+	op    string
+	since time.Time
 }
 
 // New checks opts and returns a Manager. admin is a connection to MariaDB with no default
@@ -120,12 +168,34 @@ func New(opts Options, admin *sql.DB) (*Manager, error) {
 	if strings.ContainsAny(opts.Admin.Password, "\n\r\x00") {
 		return nil, errors.New("sites: admin password contains a line break or NUL")
 	}
+	if opts.StateDir == "" {
+		opts.StateDir = filepath.Join(bench, ".reset-agent-state")
+	}
+	if opts.Limits.MaxArtifactBytes == 0 {
+		opts.Limits.MaxArtifactBytes = 64 << 30
+	}
+	if opts.Limits.MaxExtractedBytes == 0 {
+		opts.Limits.MaxExtractedBytes = 256 << 30
+	}
+	if opts.Limits.MaxEntries == 0 {
+		opts.Limits.MaxEntries = 1_000_000
+	}
+	if opts.Limits.MinFreeBytes == 0 {
+		opts.Limits.MinFreeBytes = 1 << 30
+	}
+	st, err := state.Open(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("sites: %w", err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{opts: opts, admin: admin, log: log, busy: map[string]string{}}, nil
+	return &Manager{opts: opts, admin: admin, log: log, state: st, busy: map[string]busy{}}, nil
 }
+
+// State is the agent's state folder.
+func (m *Manager) State() *state.Store { return m.state }
 
 // Mode is "bench" when a bench command is configured, else "native".
 func (m *Manager) Mode() string {
@@ -239,9 +309,9 @@ func (m *Manager) lock(name, op string) (unlock func(), err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur, ok := m.busy[name]; ok {
-		return nil, fmt.Errorf("site %s is %w (%s)", name, ErrBusy, cur)
+		return nil, &BusyError{Site: name, Op: cur.op, Since: cur.since}
 	}
-	m.busy[name] = op
+	m.busy[name] = busy{op: op, since: time.Now()}
 	return func() {
 		m.mu.Lock()
 		delete(m.busy, name)
@@ -249,12 +319,19 @@ func (m *Manager) lock(name, op string) (unlock func(), err error) {
 	}, nil
 }
 
+// tempPrefix starts the agent's per-operation temporary folders (option files with
+// passwords, received artifacts); stagePrefix its restore staging folders under sites/.
+const (
+	tempPrefix  = ".reset-agent-tmp-"
+	stagePrefix = ".reset-restore-"
+)
+
 // opDir makes a private temporary folder for one operation; the caller removes it.
 func (m *Manager) opDir(op string) (string, error) {
 	if err := os.MkdirAll(m.opts.TempDir, 0o700); err != nil {
 		return "", fmt.Errorf("temp dir: %w", err)
 	}
-	d, err := os.MkdirTemp(m.opts.TempDir, ".reset-agent-"+op+"-")
+	d, err := os.MkdirTemp(m.opts.TempDir, tempPrefix+op+"-")
 	if err != nil {
 		return "", fmt.Errorf("temp dir: %w", err)
 	}
