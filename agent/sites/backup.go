@@ -332,8 +332,7 @@ type fileID struct {
 	ino uint64
 }
 
-// linkCounts counts, per inode, the names a regular file has inside root (private/backups
-// included: a link there is still inside).
+// linkCounts counts, per inode, the names a regular file has inside root.
 func linkCounts(ctx context.Context, root string) (map[fileID]int64, error) {
 	out := map[fileID]int64{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
