@@ -37,9 +37,10 @@ proto-check: proto
 test: deps lint proto-check test-go test-ansible
 
 # TESTRESET_WORKERD: the D1 suite on workerd (internal/workerdtest) fails instead of
-# skipping when .tools/npm is missing.
+# skipping when .tools/npm is missing; TESTRESET_S3 the same for the run store's S3 suite
+# (internal/s3test: versitygw in .tools/bin).
 test-go:
-	TESTRESET_WORKERD=require $(GO) test -count=1 -timeout 20m ./...
+	TESTRESET_WORKERD=require TESTRESET_S3=require $(GO) test -count=1 -timeout 20m ./...
 
 test-ansible: build
 	bash scripts/test-ansible.sh

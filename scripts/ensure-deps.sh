@@ -6,12 +6,16 @@
 #   npm   miniflare (Cloudflare's workerd) and a Node 22 build for the D1 conformance suite,
 #         pinned in internal/workerdtest/package-lock.json, into .tools/npm (project-local,
 #         reinstalled only when the lock file changes)
+#   go    versitygw (an S3-compatible server, Apache-2.0) for the run store's tests, built from
+#         the Go module proxy into .tools/bin (about 2 minutes on 2 cores; only when missing
+#         or when the pinned version changes)
 #
 # It checks files, not only commands. apt-get needs root (or sudo); npm does not.
 #
 #   scripts/ensure-deps.sh            install what is missing (make deps)
 #   scripts/ensure-deps.sh --check    list what is missing and exit 1 if anything is; change nothing
 #   scripts/ensure-deps.sh --no-npm   leave .tools/npm alone
+#   scripts/ensure-deps.sh --no-go-tools  leave .tools/bin alone
 #
 # DEPS_ROOT (default /) is where system files are looked for; --check with a DEPS_ROOT
 # inspects another root (an image, a test tree). NPM_DIR overrides .tools/npm. For the
@@ -23,15 +27,20 @@ root=${DEPS_ROOT:-/}
 root=${root%/}
 npm_dir=${NPM_DIR:-$repo/.tools/npm}
 lock_src=$repo/internal/workerdtest
+tools_bin=${TOOLS_BIN:-$repo/.tools/bin}
+# Keep in step with internal/s3test.Version.
+versitygw_version=v1.8.0
 
 check_only=0
 with_npm=1
+with_go_tools=1
 for arg in "$@"; do
 	case $arg in
 	--check) check_only=1 ;;
 	--no-npm) with_npm=0 ;;
+	--no-go-tools) with_go_tools=0 ;;
 	-h | --help)
-		sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^set -e/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -114,10 +123,19 @@ npm_current() {
 	cmp -s "$lock_src/package.json" "$npm_dir/package.json"
 }
 
+# versitygw is current when the binary is there and was built at the pinned version.
+versitygw_current() {
+	[[ -x $tools_bin/versitygw ]] && [[ $(cat "$tools_bin/versitygw.version" 2>/dev/null) == "$versitygw_version" ]]
+}
+
 check_system
 npm_missing=0
 if ((with_npm)) && ! npm_current; then
 	npm_missing=1
+fi
+go_tools_missing=0
+if ((with_go_tools)) && ! versitygw_current; then
+	go_tools_missing=1
 fi
 
 if ((check_only)); then
@@ -125,7 +143,10 @@ if ((check_only)); then
 	if ((npm_missing)); then
 		printf 'missing: npm packages of internal/workerdtest/package-lock.json in %s\n' "$npm_dir"
 	fi
-	if ((${#missing[@]} + npm_missing)); then
+	if ((go_tools_missing)); then
+		printf 'missing: versitygw %s in %s\n' "$versitygw_version" "$tools_bin"
+	fi
+	if ((${#missing[@]} + npm_missing + go_tools_missing)); then
 		[[ ${#packages[@]} -gt 0 ]] && printf 'apt-get install --no-install-recommends %s\n' "${packages[*]}"
 		exit 1
 	fi
@@ -201,4 +222,16 @@ if ((npm_missing)); then
 		exit 1
 	fi
 	say "npm packages installed: node $("$(node22)" --version)"
+fi
+
+if ((go_tools_missing)); then
+	say "building versitygw $versitygw_version into $tools_bin (S3 server for the run store tests)"
+	mkdir -p "$tools_bin"
+	rm -f "$tools_bin/versitygw.version"
+	if ! GOBIN=$tools_bin GOFLAGS=-buildvcs=false "${GO:-go}" install "github.com/versity/versitygw/cmd/versitygw@$versitygw_version"; then
+		say "go install versitygw failed (Go module proxy reachable?)"
+		exit 1
+	fi
+	printf '%s\n' "$versitygw_version" >"$tools_bin/versitygw.version"
+	say "versitygw installed"
 fi

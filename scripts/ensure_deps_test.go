@@ -84,7 +84,7 @@ func TestCheckListsMissingFiles(t *testing.T) {
 				skip[p] = true
 			}
 			populate(t, root, skip)
-			out, code := run(t, []string{"DEPS_ROOT=" + root}, "--check", "--no-npm")
+			out, code := run(t, []string{"DEPS_ROOT=" + root}, "--check", "--no-npm", "--no-go-tools")
 			if code != tt.wantCode {
 				t.Fatalf("exit code = %d, want %d; output:\n%s", code, tt.wantCode, out)
 			}
@@ -102,7 +102,7 @@ func TestCheckListsMissingFiles(t *testing.T) {
 		})
 	}
 	t.Run("empty root names every package", func(t *testing.T) {
-		out, code := run(t, []string{"DEPS_ROOT=" + t.TempDir()}, "--check", "--no-npm")
+		out, code := run(t, []string{"DEPS_ROOT=" + t.TempDir()}, "--check", "--no-npm", "--no-go-tools")
 		if code != 1 {
 			t.Fatalf("exit code = %d, want 1", code)
 		}
@@ -167,7 +167,7 @@ func TestInstallScopesPolicyRCD(t *testing.T) {
 			if tt.aptFails {
 				env = append(env, "FAKE_APT_FAIL=1")
 			}
-			out, code := run(t, env, "--no-npm")
+			out, code := run(t, env, "--no-npm", "--no-go-tools")
 			if code != tt.wantCode {
 				t.Fatalf("exit code = %d, want %d; output:\n%s", code, tt.wantCode, out)
 			}
