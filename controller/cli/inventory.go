@@ -268,9 +268,6 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	if p.Approval != nil {
 		return withHint(fmt.Errorf("plan %s is already approved by %s", p.ID(), p.Approval.Identity), "run inventory again for a new plan")
 	}
-	// The approver signs what they have read: the same summary the author saw.
-	printSummary(env.Stdout, p)
-	fmt.Fprintln(env.Stdout)
 	// Nothing in the plan file is trusted: the inventory is taken again from live data
 	// with this config, every guard is evaluated again, and the plan must list exactly
 	// what is live (an edited, re-hashed plan can neither add nor unblock anything).
@@ -294,6 +291,8 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	}
 	live, err := execute.Live(ctx, sourcesOf(b), p)
 	if err != nil {
+		printSummary(env.Stdout, p) // what was asked for, beside why it cannot be signed
+		fmt.Fprintln(env.Stdout)
 		switch {
 		case errors.Is(err, execute.ErrDrift):
 			return withHint(err, "the live data changed since the inventory: have a new plan made")
@@ -303,9 +302,17 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if missing := inventory.Missing(p.Inventory, live); len(missing) > 0 {
+		printSummary(env.Stdout, p)
+		fmt.Fprintln(env.Stdout)
 		return withHint(fmt.Errorf("the plan lists %d thing(s) the live inventory does not find:\n%s", len(missing), strings.Join(missing, "\n")),
 			"the plan was edited or the data changed: have a new plan made with resetctl inventory")
 	}
+	// The approver signs what they have read: the plan as the live data shows it now, with
+	// today's guard results, paths and coverage warnings (not the author's copy of them).
+	shown := *p
+	shown.Inventory = live
+	printSummary(env.Stdout, &shown)
+	fmt.Fprintln(env.Stdout)
 	if err := plan.Approve(p, cert, key, *expires, time.Now()); err != nil {
 		switch {
 		case errors.Is(err, plan.ErrSelfApproval):

@@ -373,6 +373,11 @@ func adversarial(t *testing.T, w *orgWorld) {
 		if strings.Contains(out, "cred:qa-alpha-2") {
 			t.Errorf("another tenant's key listed:\n%s", out)
 		}
+		// An author who strips the warnings cannot hide them: approve shows today's.
+		stripped := forge(t, planPath(t, out), func(p *plan.Plan) { p.Inventory.Coverage = nil })
+		if got := w.must("approve", "--config", w.bob, stripped); !strings.Contains(got, "usage_events.org_key holds 1 row with 'qa-alpha'") {
+			t.Errorf("approve does not show the live coverage warnings:\n%s", got)
+		}
 		w.requireSame("inventory", initial)
 	})
 

@@ -112,9 +112,22 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 		emailCol[er.Table] = er.Column
 	}
 	reachable := c.schema.Reachable(roots)
-	memberTable := ""
+	// Membership tables link a user to a tenant: the orphan-user link table, and any table
+	// with references to both the tenant root and an e-mail root.
+	memberTables := map[string]bool{}
 	if spec.OrphanUsers.Enabled {
-		memberTable, _, _ = strings.Cut(spec.OrphanUsers.Link, ".")
+		link, _, _ := strings.Cut(spec.OrphanUsers.Link, ".")
+		memberTables[link] = true
+	}
+	for child, edges := range parents {
+		toTenant, toUser := false, false
+		for _, e := range edges {
+			toTenant = toTenant || e.Parent == spec.TenantRoot.Table
+			toUser = toUser || emailCol[e.Parent] != ""
+		}
+		if toTenant && toUser {
+			memberTables[child] = true
+		}
 	}
 	removable := map[string]bool{}
 	for _, e := range opt.RemoveMemberships {
@@ -256,6 +269,17 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 			t := c.schema.Tables[rf.edge.Parent]
 			cols := t.ReadColumns()
 			for _, row := range fetched[gk][tupleKey(rf.tu)] {
+				if r := c.rows[t.Name]; r != nil {
+					// The plan holds this row after all (a reference of another type that
+					// SQLite's affinity matched): it is no one else's.
+					k := make([]d1.Value, 0, len(t.KeyColumns()))
+					for _, kc := range t.KeyColumns() {
+						k = append(k, row[colIndex(cols, kc)])
+					}
+					if _, in := r.index[tupleKey(k)]; in {
+						continue
+					}
+				}
 				key := t.Name + "\x00" + rowLabel(t, cols, row)
 				n, dup := seen[key]
 				if !dup {
@@ -313,7 +337,7 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 					Owner: nodes[n].owner, Targets: setList(origin.Targets[rf.row])}
 				if u := nodes[n].user; u != "" {
 					note := "row of user " + u
-					if i == n && rf.table == memberTable {
+					if i == n && memberTables[rf.table] {
 						sh.Membership, sh.Allowed = u, removable[u]
 						note = "user " + u + " joined the tenant"
 					}
