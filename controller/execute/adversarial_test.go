@@ -107,8 +107,8 @@ func newOrgWorld(t *testing.T, backend string) *orgWorld {
 		for b, id := range w.cf.Namespaces {
 			ns = append(ns, fmt.Sprintf("%s: %s", b, id))
 		}
-		backendYAML = fmt.Sprintf("d1: {backend: cloudflare, cloudflare: {account_id: %s, database_id: %s, base_url: %q, requests_per_second: -1}}\n"+
-			"kv: {backend: cloudflare, cloudflare: {account_id: %s, base_url: %q, requests_per_second: -1, namespaces: {%s}}}\n",
+		backendYAML = fmt.Sprintf("cloudflare: {requests_per_second: -1}\nd1: {backend: cloudflare, cloudflare: {account_id: %s, database_id: %s, base_url: %q}}\n"+
+			"kv: {backend: cloudflare, cloudflare: {account_id: %s, base_url: %q, namespaces: {%s}}}\n",
 			w.cf.AccountID, w.cf.DatabaseID, w.cf.URL(), w.cf.AccountID, w.cf.URL(), strings.Join(ns, ", "))
 	}
 	t.Cleanup(func() { ow.store.Close() })
