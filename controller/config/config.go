@@ -31,6 +31,7 @@ type Config struct {
 	Stripe     Stripe     `yaml:"stripe"`
 	Guards     Guards     `yaml:"guards"`
 	Spec       Spec       `yaml:"spec"`
+	Store      Store      `yaml:"store"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -202,6 +203,7 @@ func (c *Config) resolve(dir string) {
 	rel(&c.Identity.Key)
 	rel(&c.D1.SQLite.Path)
 	rel(&c.KV.SQLite.Path)
+	c.resolveStore(rel)
 	if c.Agents.Port == 0 {
 		c.Agents.Port = 7443
 	}
@@ -290,6 +292,7 @@ func (c *Config) validate() error {
 	if c.Cloudflare.MaxRetryWait < 0 {
 		bad("cloudflare.max_retry_wait", "%s is negative", c.Cloudflare.MaxRetryWait)
 	}
+	c.validateStore(bad)
 	for i, t := range c.Spec.KV {
 		key := fmt.Sprintf("spec.kv[%d]", i)
 		if t.Namespace == "" || t.Key == "" {
