@@ -144,11 +144,21 @@ func (e *Executor) backupD1(ctx context.Context, dir string, run *journal.Run, t
 
 func (e *Executor) backupKV(ctx context.Context, dir string, run *journal.Run, keys []inventory.KVKey, file string) (string, error) {
 	b := KVBackup{TakenAt: e.now().UTC()}
+	// One bulk read per namespace and 100 keys (values that are not text are read one by one).
+	byNS := map[string][]string{}
 	for _, k := range keys {
-		ent, ok, err := e.B.KV.Get(ctx, k.Namespace, k.Key)
+		byNS[k.Namespace] = append(byNS[k.Namespace], k.Key)
+	}
+	read := map[string]map[string]*kv.Entry{}
+	for ns, names := range byNS {
+		m, err := e.B.KV.GetMany(ctx, ns, names)
 		if err != nil {
-			return "", fmt.Errorf("read kv %s %s: %w", k.Namespace, k.Key, err)
+			return "", fmt.Errorf("read kv %s: %w", ns, err)
 		}
+		read[ns] = m
+	}
+	for _, k := range keys {
+		ent, ok := read[k.Namespace][k.Key]
 		if !ok {
 			continue // expired or removed since the inventory: nothing to lose
 		}

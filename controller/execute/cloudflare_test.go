@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/internal/cfapitest"
 )
 
 func (w *world) openD1(t *testing.T) d1.DB {
@@ -113,4 +115,49 @@ func TestResumeThroughRateLimitWindow(t *testing.T) {
 		}
 		w.must("restore", "--config", w.alice, strings.Fields(strings.Split(w.must("status", "--config", w.alice), "\n")[1])[0])
 	}
+}
+
+// Workers KV lists deleted keys for up to 60 s and may answer empty pages with a cursor:
+// execute's verify step and resetctl verify must neither report keys that are gone nor
+// miss the plan's keys.
+func TestVerifyWithKVListLag(t *testing.T) {
+	w := newWorld(t, "cloudflare", cfapitest.Options{KVListLag: time.Hour, KVEmptyPages: 2})
+	path := w.approvedPlan(t, "--email", "qa1@example.test")
+	out := w.must("execute", "--config", w.alice, path)
+	if !strings.Contains(out, "completed") {
+		t.Fatalf("execute:\n%s", out)
+	}
+	w.must("verify", "--config", w.alice, path)
+
+	// A planned key written again is found by its point read, whatever the listing says.
+	p, err := plan.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Inventory.KV) == 0 {
+		t.Fatal("plan has no KV keys")
+	}
+	k := p.Inventory.KV[0]
+	store := w.openKV(t)
+	if err := store.Put(context.Background(), k.Namespace, []kv.Entry{{Key: k.Key, Value: []byte("back")}}); err != nil {
+		t.Fatal(err)
+	}
+	vout, errs, code := w.resetctl("verify", "--config", w.alice, path)
+	if code == 0 || !strings.Contains(vout+errs, k.Key) {
+		t.Fatalf("verify with %s %s back: exit %d\n%s%s", k.Namespace, k.Key, code, vout, errs)
+	}
+	// Without the fixes, the lagging listing alone would have reported every deleted key.
+	if n := strings.Count(vout+errs, "kv: "); n != 1 {
+		t.Errorf("verify reports %d KV keys, want 1:\n%s%s", n, vout, errs)
+	}
+}
+
+func (w *world) openKV(t *testing.T) kv.Store {
+	t.Helper()
+	store, err := kv.OpenCloudflare(kv.CloudflareConfig{AccountID: w.cf.AccountID, Token: w.cf.Token(), BaseURL: w.cf.URL(), Namespaces: w.cf.Namespaces, Retry: &kv.Retry{}, RateLimit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
 }

@@ -45,7 +45,8 @@ type world struct {
 	cfg    *config.Config
 }
 
-func newWorld(t *testing.T, backend string) *world {
+// newWorld builds a world; cf, when given, configures the Cloudflare API server.
+func newWorld(t *testing.T, backend string, cf ...cfapitest.Options) *world {
 	t.Helper()
 	ctx := context.Background()
 	a := agenttest.NewT(t, agenttest.Options{MariaDB: mdb})
@@ -96,7 +97,11 @@ func newWorld(t *testing.T, backend string) *world {
 		t.Fatal(err)
 	}
 	if backend == "cloudflare" {
-		w.cf = cfapitest.New(t, cfapitest.Options{})
+		var o cfapitest.Options
+		if len(cf) > 0 {
+			o = cf[0]
+		}
+		w.cf = cfapitest.New(t, o)
 		w.env["CLOUDFLARE_API_TOKEN"] = w.cf.Token()
 		copyToCloudflare(t, seedCfg, w.cf)
 		m["d1"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "database_id": w.cf.DatabaseID, "base_url": w.cf.URL()}}

@@ -200,6 +200,29 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	out := inv.Remaining()
+	// The plan's KV keys are read by key as well: a listing may miss a key for a while
+	// (Workers KV is eventually consistent), a point read does not.
+	found := map[string]bool{}
+	for _, k := range inv.KV {
+		found[k.Namespace+"\x00"+k.Key] = true
+	}
+	planned := map[string][]string{}
+	for _, k := range p.Inventory.KV {
+		if !found[k.Namespace+"\x00"+k.Key] {
+			planned[k.Namespace] = append(planned[k.Namespace], k.Key)
+		}
+	}
+	for _, ns := range slices.Sorted(maps.Keys(planned)) {
+		present, err := b.KV.GetMany(ctx, ns, planned[ns])
+		if err != nil {
+			return nil, fmt.Errorf("verify kv %s: %w", ns, err)
+		}
+		for _, k := range planned[ns] {
+			if _, ok := present[k]; ok {
+				out = append(out, fmt.Sprintf("kv: %s %s", ns, k))
+			}
+		}
+	}
 	// A node that cannot be asked is no proof of absence.
 	for _, s := range inv.Sites {
 		if s.Error != "" {

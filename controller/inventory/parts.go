@@ -126,12 +126,24 @@ func kvKeys(ctx context.Context, store kv.Store, spec *config.Spec, targets []Ta
 		if !usesEmail && !usesTenant {
 			exps = append(exps, expansion{tmpl.Key, allTargets(len(targets))})
 		}
+		// Workers KV is eventually consistent: a listing may still show a deleted key for up
+		// to 60 s, and may miss a new one. Exact templates are read by key; keys a prefix
+		// listing finds are confirmed by point reads, which see a deletion at once.
+		type candidate struct {
+			key     string
+			targets []int
+		}
+		var cands []candidate
 		seen := map[string]bool{}
 		for _, x := range exps {
 			if seen[x.key] {
 				continue
 			}
 			seen[x.key] = true
+			if tmpl.Match != "prefix" {
+				cands = append(cands, candidate{x.key, x.targets})
+				continue
+			}
 			keys, err := kv.ListAll(ctx, store, tmpl.Namespace, x.key)
 			if err != nil {
 				return fmt.Errorf("kv %s %q: %w", tmpl.Namespace, x.key, err)
@@ -139,16 +151,31 @@ func kvKeys(ctx context.Context, store kv.Store, spec *config.Spec, targets []Ta
 			for _, k := range keys {
 				switch {
 				case k.Name == x.key:
-				case tmpl.Match == "prefix" && len(k.Name) > len(x.key) && strings.HasPrefix(k.Name, x.key) &&
+				case len(k.Name) > len(x.key) && strings.HasPrefix(k.Name, x.key) &&
 					strings.ContainsRune(keyDelimiters, rune(k.Name[len(x.key)])):
 				default:
 					continue
 				}
-				inv.KV = append(inv.KV, KVKey{Namespace: tmpl.Namespace, Key: k.Name, Expiration: k.Expiration,
-					Routing: tmpl.Routing, Template: tmpl.Key, Targets: x.targets})
-				for _, t := range x.targets {
-					reports[t].KVKeys++
-				}
+				cands = append(cands, candidate{k.Name, x.targets})
+			}
+		}
+		names := make([]string, len(cands))
+		for i, c := range cands {
+			names[i] = c.key
+		}
+		present, err := store.GetMany(ctx, tmpl.Namespace, names)
+		if err != nil {
+			return fmt.Errorf("kv %s %q: %w", tmpl.Namespace, tmpl.Key, err)
+		}
+		for _, c := range cands {
+			ent, ok := present[c.key]
+			if !ok {
+				continue // gone (a listing can lag a deletion) or expired
+			}
+			inv.KV = append(inv.KV, KVKey{Namespace: tmpl.Namespace, Key: c.key, Expiration: ent.Expiration,
+				Routing: tmpl.Routing, Template: tmpl.Key, Targets: c.targets})
+			for _, t := range c.targets {
+				reports[t].KVKeys++
 			}
 		}
 	}
