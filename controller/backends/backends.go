@@ -118,3 +118,36 @@ func (b *Backends) Close() error {
 	}
 	return nil
 }
+
+// ErrNoWriteRights means a preflight write check failed.
+var ErrNoWriteRights = errors.New("cannot write")
+
+// Preflight proves, before anything is deleted, that the credentials can write everywhere a
+// run writes: the API token is active, D1 takes a write that changes nothing (DELETE ...
+// WHERE 0 on the tenant root table), and each KV namespace of the spec takes a bulk delete
+// of a key that does not exist. A token without the needed permission fails here, naming
+// it, instead of after the sites are dropped.
+func (b *Backends) Preflight(ctx context.Context) error {
+	if tv, ok := b.D1.(d1.TokenVerifier); ok {
+		if err := tv.VerifyToken(ctx); err != nil {
+			return fmt.Errorf("preflight: %w", err)
+		}
+	}
+	if err := d1.CheckWrite(ctx, b.D1, b.Config.Spec.TenantRoot.Table); err != nil {
+		return fmt.Errorf("preflight: %w: D1 refused a write that changes nothing (the API token needs the D1 Edit permission, \"D1 Write\" in the API): %w", ErrNoWriteRights, err)
+	}
+	seen := map[string]bool{}
+	for _, t := range b.Config.Spec.KV {
+		if seen[t.Namespace] {
+			continue
+		}
+		seen[t.Namespace] = true
+		if err := b.KV.Delete(ctx, t.Namespace, []string{preflightKey}); err != nil {
+			return fmt.Errorf("preflight: %w: KV namespace %s refused a delete of a key that does not exist (the API token needs the Workers KV Storage Edit permission, \"Workers KV Storage Write\" in the API): %w", ErrNoWriteRights, t.Namespace, err)
+		}
+	}
+	return nil
+}
+
+// preflightKey is never written; deleting it changes nothing.
+const preflightKey = "testreset-preflight-write-check"

@@ -44,9 +44,10 @@ type CloudflareConfig struct {
 }
 
 type cloudflareDB struct {
-	api   *cloudflare.API
-	base  string // /accounts/{account}/d1/database/{db}
-	tries int
+	api     *cloudflare.API
+	account string
+	base    string // /accounts/{account}/d1/database/{db}
+	tries   int
 }
 
 // OpenCloudflare returns a D1 database reached through cloudflare-go. It
@@ -64,9 +65,10 @@ func OpenCloudflare(cfg CloudflareConfig) (DB, error) {
 		return nil, fmt.Errorf("open d1 cloudflare: %w", err)
 	}
 	return &cloudflareDB{
-		api:   api,
-		base:  "/accounts/" + url.PathEscape(cfg.AccountID) + "/d1/database/" + url.PathEscape(cfg.DatabaseID),
-		tries: tries,
+		api:     api,
+		account: cfg.AccountID,
+		base:    "/accounts/" + url.PathEscape(cfg.AccountID) + "/d1/database/" + url.PathEscape(cfg.DatabaseID),
+		tries:   tries,
 	}, nil
 }
 
@@ -283,4 +285,9 @@ func (c *cloudflareDB) Restore(ctx context.Context, bookmark string) (string, er
 		return "", fmt.Errorf("d1 restore %s: decode: %w", bookmark, err)
 	}
 	return r.PreviousBookmark, nil
+}
+
+// VerifyToken implements TokenVerifier.
+func (c *cloudflareDB) VerifyToken(ctx context.Context) error {
+	return cfclient.VerifyToken(ctx, c.api, c.account)
 }

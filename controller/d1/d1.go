@@ -78,6 +78,20 @@ type TimeTravel interface {
 	Restore(ctx context.Context, bookmark string) (previous string, err error)
 }
 
+// TokenVerifier is implemented by backends reached with an API token (Cloudflare).
+type TokenVerifier interface {
+	// VerifyToken checks that the token is valid and active.
+	VerifyToken(ctx context.Context) error
+}
+
+// CheckWrite proves that db accepts writes without changing anything: a DELETE that
+// matches no row still needs write rights, so an API token with D1 Read only is refused
+// (D1's query endpoints take either permission and refuse a statement that writes).
+func CheckWrite(ctx context.Context, db DB, table string) error {
+	_, err := db.Batch(ctx, []Statement{{SQL: "DELETE FROM " + QuoteIdent(table) + " WHERE 0"}})
+	return err
+}
+
 // Validate checks a statement against D1's limits and the rules both
 // backends share: no explicit transactions, no more than MaxParams
 // parameters, no more than MaxStatementBytes of SQL, and every parameter a

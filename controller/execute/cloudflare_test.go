@@ -161,3 +161,32 @@ func (w *world) openKV(t *testing.T) kv.Store {
 	t.Cleanup(func() { store.Close() })
 	return store
 }
+
+// A token that can read but not write fails in preflight, naming the missing permission,
+// with nothing deleted.
+func TestPreflightNamesMissingScope(t *testing.T) {
+	tests := []struct {
+		name   string
+		scopes []string
+		want   string
+	}{
+		{"d1 read only", []string{cfapitest.ScopeD1Read, cfapitest.ScopeKVRead, cfapitest.ScopeKVWrite}, "D1 Edit"},
+		{"kv read only", []string{cfapitest.ScopeD1Read, cfapitest.ScopeD1Write, cfapitest.ScopeKVRead}, "Workers KV Storage Edit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t, "cloudflare")
+			before := w.snapshot()
+			path := w.approvedPlan(t, "--email", "qa1@example.test")
+			w.cf.SetScopes(tt.scopes...)
+			_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+			if code == 0 || !strings.Contains(errs, "preflight") || !strings.Contains(errs, tt.want) {
+				t.Fatalf("execute with %v: exit %d, stderr:\n%s", tt.scopes, code, errs)
+			}
+			w.cf.SetScopes(cfapitest.AllScopes...)
+			if d := diff(before, w.snapshot()); d != "" {
+				t.Fatalf("a refused preflight changed something:\n%s", d)
+			}
+		})
+	}
+}

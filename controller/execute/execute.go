@@ -111,6 +111,9 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	if dryRun {
 		return &Result{DryRun: e.describe(p, steps)}, nil
 	}
+	if err := e.B.Preflight(ctx); err != nil {
+		return nil, err
+	}
 	if run == nil {
 		now := e.now().UTC()
 		run = &journal.Run{ID: now.Format("20060102T150405Z") + "-" + p.ID()[:8], Kind: "execute", PlanSHA256: p.PlanSHA256,

@@ -3,10 +3,12 @@ package cfclient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -104,4 +106,30 @@ func ResponseErrors(errs []cloudflare.ResponseInfo) string {
 		msgs[i] = fmt.Sprintf("%s (%d)", e.Message, e.Code)
 	}
 	return strings.Join(msgs, "; ")
+}
+
+// VerifyToken checks that the API token is active: GET /user/tokens/verify, or for an
+// account-owned token GET /accounts/{account}/tokens/verify.
+func VerifyToken(ctx context.Context, api *cloudflare.API, account string) error {
+	type verify struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	var lastErr error
+	for _, path := range []string{"/user/tokens/verify", "/accounts/" + url.PathEscape(account) + "/tokens/verify"} {
+		resp, err := api.Raw(ctx, http.MethodGet, path, nil, nil)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var v verify
+		if err := json.Unmarshal(resp.Result, &v); err != nil {
+			return fmt.Errorf("verify api token: decode: %w", err)
+		}
+		if v.Status != "active" {
+			return fmt.Errorf("verify api token: token %s is %q, not active", v.ID, v.Status)
+		}
+		return nil
+	}
+	return fmt.Errorf("verify api token (check CLOUDFLARE_API_TOKEN): %w", APIError(ctx, lastErr, 1, "account", ""))
 }
