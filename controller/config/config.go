@@ -62,6 +62,8 @@ type D1 struct {
 		AccountID  string `yaml:"account_id"`
 		DatabaseID string `yaml:"database_id"`
 		BaseURL    string `yaml:"base_url"`
+		// RequestsPerSecond is the older spelling of cloudflare.requests_per_second.
+		RequestsPerSecond float64 `yaml:"requests_per_second"`
 	} `yaml:"cloudflare"`
 }
 
@@ -75,6 +77,8 @@ type KV struct {
 		AccountID  string            `yaml:"account_id"`
 		BaseURL    string            `yaml:"base_url"`
 		Namespaces map[string]string `yaml:"namespaces"` // binding -> namespace id
+		// RequestsPerSecond is the older spelling of cloudflare.requests_per_second.
+		RequestsPerSecond float64 `yaml:"requests_per_second"`
 	} `yaml:"cloudflare"`
 }
 
@@ -221,6 +225,14 @@ func (c *Config) resolve(dir string) {
 	}
 	if c.Stripe.Search == "" {
 		c.Stripe.Search = "auto"
+	}
+	if c.Cloudflare.RequestsPerSecond == 0 {
+		// One limiter serves D1 and KV: the older per-backend keys give the stricter one.
+		for _, r := range []float64{c.D1.Cloudflare.RequestsPerSecond, c.KV.Cloudflare.RequestsPerSecond} {
+			if r != 0 && (c.Cloudflare.RequestsPerSecond == 0 || r > 0 && (c.Cloudflare.RequestsPerSecond < 0 || r < c.Cloudflare.RequestsPerSecond)) {
+				c.Cloudflare.RequestsPerSecond = r
+			}
+		}
 	}
 	if c.Cloudflare.RequestsPerSecond == 0 {
 		c.Cloudflare.RequestsPerSecond = 3.5

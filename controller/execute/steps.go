@@ -200,15 +200,16 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	out := inv.Remaining()
-	// The plan's KV keys are read by key as well: a listing may miss a key for a while
-	// (Workers KV is eventually consistent), a point read does not.
+	// The plan's KV keys that the live templates still name are read by key as well: a
+	// listing may miss a key for a while (Workers KV is eventually consistent), a point read
+	// does not. Keys outside the live templates were never the run's to delete.
 	found := map[string]bool{}
 	for _, k := range inv.KV {
 		found[k.Namespace+"\x00"+k.Key] = true
 	}
 	planned := map[string][]string{}
 	for _, k := range p.Inventory.KV {
-		if !found[k.Namespace+"\x00"+k.Key] {
+		if !found[k.Namespace+"\x00"+k.Key] && inv.KVInScope(k.Namespace, k.Key) {
 			planned[k.Namespace] = append(planned[k.Namespace], k.Key)
 		}
 	}

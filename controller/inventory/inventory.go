@@ -203,6 +203,8 @@ type Inventory struct {
 	Errors []string `json:"errors,omitempty"`
 	// rowNotes explain rows for differences ("user x joined the tenant"), by rowKeyOf.
 	rowNotes map[string]string
+	// kvScopes are the expanded KV templates (not in the plan file).
+	kvScopes []kvScope
 	// D1Requests counts the batch requests the D1 part took (not in the plan file).
 	D1Requests int `json:"-"`
 }

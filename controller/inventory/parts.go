@@ -140,6 +140,7 @@ func kvKeys(ctx context.Context, store kv.Store, spec *config.Spec, targets []Ta
 				continue
 			}
 			seen[x.key] = true
+			inv.kvScopes = append(inv.kvScopes, kvScope{namespace: tmpl.Namespace, key: x.key, prefix: tmpl.Match == "prefix"})
 			if tmpl.Match != "prefix" {
 				cands = append(cands, candidate{x.key, x.targets})
 				continue
@@ -375,4 +376,26 @@ func guards(cfg *config.Config, opt Options, inv *Inventory, reports []TargetRep
 			reports[i].Warnings = append(reports[i].Warnings, fmt.Sprintf("users left without a tenant but outside the allowlist are kept: %s", strings.Join(inv.KeptUsers, ", ")))
 		}
 	}
+}
+
+// kvScope is one expanded key template of a live inventory.
+type kvScope struct {
+	namespace, key string
+	prefix         bool
+}
+
+// KVInScope reports whether key in namespace is one the live inventory's key templates name
+// (the key itself, or for a prefix template a key continuing it after a delimiter), whether
+// or not it exists.
+func (inv *Inventory) KVInScope(namespace, key string) bool {
+	for _, s := range inv.kvScopes {
+		if s.namespace != namespace {
+			continue
+		}
+		if key == s.key || s.prefix && len(key) > len(s.key) && strings.HasPrefix(key, s.key) &&
+			strings.ContainsRune(keyDelimiters, rune(key[len(s.key)])) {
+			return true
+		}
+	}
+	return false
 }
