@@ -88,6 +88,13 @@ func TestRealMembers(t *testing.T) {
 		if !found {
 			t.Error("the allowed membership is not in the plan")
 		}
+		// Without spec.orphan_users, a table linking the tenant root and an e-mail root is
+		// still known as a membership table.
+		e.cfg.Spec.OrphanUsers.Enabled = false
+		defer func() { e.cfg.Spec.OrphanUsers.Enabled = true }()
+		if inv := run(t, e, nil, []string{"t_test_qa2"}); !strings.Contains(reasons(inv), "real members: owner@realcustomer.example") {
+			t.Errorf("without orphan_users: reasons = %s", reasons(inv))
+		}
 	})
 }
 
