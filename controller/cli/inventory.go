@@ -128,12 +128,16 @@ func printSummary(w io.Writer, p *plan.Plan) {
 		fmt.Fprintf(w, "remove memberships of (outside the allowlist, memberships only): %s\n", strings.Join(p.RemoveMemberships, ", "))
 	}
 	for i, t := range inv.Targets {
-		state := "OK"
-		switch {
-		case t.Blocked:
-			state = "BLOCKED"
-		case t.NotFound:
-			state = "NOT FOUND"
+		var states []string
+		if t.NotFound {
+			states = append(states, "NOT FOUND")
+		}
+		if t.Blocked {
+			states = append(states, "BLOCKED")
+		}
+		state := strings.Join(states, ", ")
+		if state == "" {
+			state = "OK"
 		}
 		fmt.Fprintf(w, "\ntarget %d: %s %s  [%s]\n", i+1, t.Kind, t.Value, state)
 		if len(t.Tenants) > 0 {

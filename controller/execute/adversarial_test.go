@@ -435,6 +435,23 @@ func adversarial(t *testing.T, w *orgWorld) {
 		w.requireSame("shared ownership", initial)
 	})
 
+	t.Run("a customer or site that production names too blocks", func(t *testing.T) {
+		for _, tc := range []struct{ do, undo, want string }{
+			{`UPDATE billing SET stripe_customer = 'cus_alpha' WHERE org_key = 'acme'`, `UPDATE billing SET stripe_customer = 'cus_acme' WHERE org_key = 'acme'`,
+				"stripe customer cus_alpha -> billing('acme')"},
+			{`UPDATE site_map SET site = 'alpha.erp.example.test' WHERE org_key = 'acme'`, `UPDATE site_map SET site = 'acme.prod.example.com' WHERE org_key = 'acme'`,
+				"site alpha.erp.example.test on node1.internal -> site_map('acme')"},
+		} {
+			w.exec(tc.do)
+			out, _, code := w.resetctl("inventory", "--config", w.alice, "--tenant", "qa-alpha")
+			w.exec(tc.undo)
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, want %q in:\n%s", code, tc.want, out)
+			}
+		}
+		w.requireSame("shared customer and site", initial)
+	})
+
 	t.Run("a real member blocks unless only the membership goes", func(t *testing.T) {
 		out, _, code := w.resetctl("inventory", "--config", w.alice, "--tenant", "qa-gamma")
 		if code != 1 || !strings.Contains(out, "real members: ceo@real.example") {

@@ -456,6 +456,10 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if err := tenantsWithRuntime(ctx, c, spec, tenantIDs, tenantTargets, inv); err != nil {
 		return nil, err
 	}
+	if err := c.sharedOutside(ctx, spec, inv, tenantTargets); err != nil {
+		return nil, err
+	}
+	inv.D1Requests = c.requests
 	if err := kvKeys(ctx, src.KV, spec, targets, inv, reports); err != nil {
 		return nil, err
 	}
@@ -673,6 +677,17 @@ func hasUser(r *Rows, keyCol string, v d1.Value) bool {
 	return false
 }
 
+// matchExact reports whether s matches one of the globs, case included.
+func matchExact(globs []string, s string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, s); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// matchAny matches a lower-cased e-mail against globs, case-insensitively.
 func matchAny(globs []string, s string) bool {
 	for _, g := range globs {
 		if ok, _ := path.Match(strings.ToLower(g), s); ok {

@@ -434,3 +434,118 @@ func sharedGuards(inv *Inventory, reports []TargetReport) {
 		}
 	}
 }
+
+// sharedOutside finds Stripe customer ids and sites that the targets' rows name but that a
+// row outside the plan names too: another tenant's billing row with the same customer, or
+// another tenant's runtime row with the same site. Deleting either would take something
+// from that tenant, so the targets are blocked. One batch request.
+func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *Inventory, targetTenants map[string][]int) error {
+	type check struct {
+		table, col string
+		kind       string // "customer" or "site"
+	}
+	var checks []check
+	var stmts []d1.Statement
+	// Customer ids the plan's rows hold, per stripe_ids column.
+	ids := map[string][]int{}
+	var idVals []d1.Value
+	for _, sid := range spec.StripeIDs {
+		r := c.rows[sid.Table]
+		if r == nil || sid.Kind != "customer" {
+			continue
+		}
+		for i := range r.Rows {
+			v := r.Rows[i][r.col(sid.Column)]
+			if v.IsNull() || plain(v) == "" {
+				continue
+			}
+			if _, ok := ids[plain(v)]; !ok {
+				idVals = append(idVals, v)
+			}
+			ids[plain(v)] = append(ids[plain(v)], setList(r.Targets[i])...)
+		}
+	}
+	if len(idVals) > 0 {
+		for _, sid := range spec.StripeIDs {
+			if sid.Kind != "customer" {
+				continue
+			}
+			t := c.schema.Tables[sid.Table]
+			for start := 0; start < len(idVals); start += d1.MaxParams {
+				end := min(start+d1.MaxParams, len(idVals))
+				var a d1.Args
+				stmts = append(stmts, d1.Statement{SQL: "SELECT " + d1.ExactColumns(append(t.KeyColumns(), sid.Column)...) + " FROM " + d1.QuoteIdent(sid.Table) +
+					" WHERE " + d1.QuoteIdent(sid.Column) + " IN (" + a.List(idVals[start:end]) + ")", Params: a.Params()})
+				checks = append(checks, check{sid.Table, sid.Column, "customer"})
+			}
+		}
+	}
+	// Sites of the targets' tenants.
+	rt := spec.Runtime
+	sites := map[string]string{} // site@host -> tenant
+	var siteVals []d1.Value
+	for _, tn := range inv.Tenants {
+		if tn.Site != "" {
+			sites[tn.Site+"@"+tn.Host] = tn.ID
+			siteVals = append(siteVals, d1.Text(tn.Site))
+		}
+	}
+	if rt.Table != "" && len(siteVals) > 0 {
+		for start := 0; start < len(siteVals); start += d1.MaxParams {
+			end := min(start+d1.MaxParams, len(siteVals))
+			var a d1.Args
+			stmts = append(stmts, d1.Statement{SQL: "SELECT " + d1.ExactColumns(rt.TenantColumn, rt.SiteColumn, rt.HostColumn) + " FROM " + d1.QuoteIdent(rt.Table) +
+				" WHERE " + d1.QuoteIdent(rt.SiteColumn) + " IN (" + a.List(siteVals[start:end]) + ")", Params: a.Params()})
+			checks = append(checks, check{rt.Table, rt.SiteColumn, "site"})
+		}
+	}
+	if len(stmts) == 0 {
+		return nil
+	}
+	c.requests++
+	out, err := c.db.Batch(ctx, stmts)
+	if err != nil {
+		return fmt.Errorf("shared customers and sites: %w", err)
+	}
+	for i, res := range out {
+		dec, err := d1.DecodeExact(res)
+		if err != nil {
+			return fmt.Errorf("shared customers and sites: %w", err)
+		}
+		ck := checks[i]
+		for _, row := range dec.Rows {
+			switch ck.kind {
+			case "customer":
+				t := c.schema.Tables[ck.table]
+				key := row[:len(row)-1]
+				if r := c.rows[ck.table]; r != nil {
+					if _, in := r.index[tupleKey(key)]; in {
+						continue
+					}
+				}
+				id := plain(row[len(row)-1])
+				inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + keyLabel(t.Name, key), Owner: "a row outside the targets", Targets: dedupeInts(ids[id])})
+			case "site":
+				tenant, site, host := plain(row[0]), plain(row[1]), plain(row[2])
+				if _, target := targetTenants[tenant]; target {
+					continue
+				}
+				owner, ok := sites[site+"@"+host]
+				if !ok {
+					continue // the same site name on another node is another site
+				}
+				inv.Shared = append(inv.Shared, Shared{Path: "site " + site + " on " + host + " -> " + rt.Table + "(" + literal(d1.Text(tenant)) + ")", Owner: "tenant " + tenant, Targets: targetTenants[owner]})
+			}
+		}
+	}
+	inv.Shared = dedupeShared(inv.Shared)
+	return nil
+}
+
+func dedupeInts(in []int) []int {
+	m := map[int]bool{}
+	for _, v := range in {
+		m[v] = true
+	}
+	return setList(m)
+}

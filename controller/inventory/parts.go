@@ -338,7 +338,8 @@ func guards(cfg *config.Config, opt Options, inv *Inventory, reports []TargetRep
 			}
 		}
 		for _, t := range r.Tenants {
-			if !matchAny(cfg.Guards.TenantAllowlist, strings.ToLower(t)) {
+			// Tenant ids are case-sensitive: T_TEST_X is not t_test_x, so the glob matches exactly.
+			if !matchExact(cfg.Guards.TenantAllowlist, t) {
 				block(i, "tenant %s is not in guards.tenant_allowlist", t)
 			}
 		}
