@@ -80,7 +80,8 @@ func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Ba
 		b.Close()
 		return nil, errors.New("stripe.enabled is true but STRIPE_API_KEY is not set")
 	case cfg.Stripe.Enabled != "false" && key != "":
-		b.Stripe, err = billing.New(billing.Config{Key: key, BaseURL: cfg.Stripe.BaseURL, Logger: log})
+		b.Stripe, err = billing.New(billing.Config{Key: key, BaseURL: cfg.Stripe.BaseURL, Logger: log,
+			DisableSearch: cfg.Stripe.Search == "off"})
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("stripe: %w", err)

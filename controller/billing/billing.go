@@ -73,7 +73,14 @@ type Client struct {
 	api    *client.API
 	key    string
 	search bool
+	// searchOff says why search was turned off in auto mode ("" while on).
+	searchOff string
 }
+
+// SearchUnavailable returns why Find stopped using the Search API ("" if it did not): in
+// auto mode an account whose Search API is unavailable (not offered in every country)
+// turns search off for the rest of the client's life, and inventory puts this in the plan.
+func (c *Client) SearchUnavailable() string { return c.searchOff }
 
 // New returns a Client for cfg.
 func New(cfg Config) (*Client, error) {

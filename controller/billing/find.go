@@ -1,6 +1,8 @@
 package billing
 
 import (
+	"net/http"
+	"errors"
 	"context"
 	"fmt"
 	"sort"
@@ -122,6 +124,11 @@ func (c *Client) findByEmail(ctx context.Context, email string, found map[string
 		}
 	}
 	if err := it.Err(); err != nil {
+		if searchUnavailable(err) {
+			c.search = false
+			c.searchOff = fmt.Sprintf("Stripe search is unavailable on this account (%v); customers were found by the e-mail list filter only (exact address and lower case)", c.apiErr(err))
+			return nil
+		}
 		return fmt.Errorf("search customers with email %s: %w", email, c.apiErr(err))
 	}
 	for _, id := range hits {
@@ -226,4 +233,19 @@ func unique(in []string) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// searchUnavailable reports an answer that means the account has no Search API (Stripe
+// does not offer it everywhere, for example to accounts in India), as opposed to a failure
+// worth stopping for: a 400 or 404 whose message or code names search or its absence.
+func searchUnavailable(err error) bool {
+	var se *stripe.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	if se.HTTPStatusCode != http.StatusBadRequest && se.HTTPStatusCode != http.StatusNotFound && se.HTTPStatusCode != http.StatusForbidden {
+		return false
+	}
+	text := strings.ToLower(se.Msg + " " + string(se.Code))
+	return strings.Contains(text, "search") || strings.Contains(text, "not available") || strings.Contains(text, "unavailable")
 }

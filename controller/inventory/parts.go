@@ -263,6 +263,11 @@ func stripeObjects(ctx context.Context, client *billing.Client, spec *config.Spe
 	if err != nil {
 		return fmt.Errorf("stripe: %w", err)
 	}
+	if why := client.SearchUnavailable(); why != "" {
+		for i := range reports {
+			reports[i].Warnings = appendUnique(reports[i].Warnings, why)
+		}
+	}
 	sort.Slice(customers, func(i, j int) bool { return customers[i].ID < customers[j].ID })
 	for _, cu := range customers {
 		ts := map[int]bool{}
@@ -355,10 +360,20 @@ func guards(cfg *config.Config, opt Options, inv *Inventory, reports []TargetRep
 		}
 	}
 	for i, cu := range inv.Stripe.Customers {
-		var paid []string
+		var paid, free []string
 		for _, in := range cu.PaidInvoices {
-			if in.Livemode {
+			switch {
+			case !in.Livemode:
+			case in.AmountPaid == 0:
+				// A trial's $0 invoice is marked paid but took no money: listed, not blocking.
+				free = append(free, fmt.Sprintf("%s (0 %s)", in.ID, in.Currency))
+			default:
 				paid = append(paid, fmt.Sprintf("%s (%d %s)", in.ID, in.AmountPaid, in.Currency))
+			}
+		}
+		if len(free) > 0 {
+			for _, t := range inv.Stripe.CustomerTargets[i] {
+				reports[t].Warnings = append(reports[t].Warnings, fmt.Sprintf("stripe customer %s has zero-amount paid live-mode invoices %s (trial): no money was taken, not blocking", cu.ID, strings.Join(free, ", ")))
 			}
 		}
 		if len(paid) == 0 {

@@ -65,6 +65,16 @@ type Server struct {
 	// customers taken by StaleSearch(true), like Stripe's search index that
 	// lags behind writes.
 	searchIndex map[string]customer
+	// noSearch answers every search as an account without the Search API.
+	noSearch bool
+}
+
+// SearchUnavailable(true) makes customer search answer as on an account without the
+// Search API (Stripe does not offer it in every country).
+func (s *Server) SearchUnavailable(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noSearch = on
 }
 
 type customer struct {
@@ -307,6 +317,8 @@ func (s *Server) route(r *http.Request, form url.Values) (int, []byte) {
 	switch {
 	case r.Method == http.MethodGet && len(parts) == 2 && parts[1] == "customers":
 		v, aerr = s.listCustomers(form)
+	case r.Method == http.MethodGet && len(parts) == 3 && parts[1] == "customers" && parts[2] == "search" && s.noSearch:
+		aerr = invalid(http.StatusBadRequest, "", "", "Search is not available on this account")
 	case r.Method == http.MethodGet && len(parts) == 3 && parts[1] == "customers" && parts[2] == "search":
 		v, aerr = s.searchCustomers(form)
 	case r.Method == http.MethodGet && len(parts) == 3 && parts[1] == "customers":
