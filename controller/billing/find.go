@@ -1,10 +1,10 @@
 package billing
 
 import (
-	"net/http"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 
