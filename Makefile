@@ -53,6 +53,7 @@ example-data:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/... ./controller/inventory/
+	FIGURES=1 $(GO) test -count=1 -run '^TestCloudflareRequestFigures$$' -v ./controller/execute/
 
 clean:
 	rm -rf bin .tools

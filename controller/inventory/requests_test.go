@@ -15,7 +15,7 @@ import (
 func BenchmarkCloudflareRequests(b *testing.B) {
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
-			var d1req, kvreq, tables, levels int
+			var d1req, kvreq, kvget, tables, levels int
 			func(e *env) {
 				var tenants []string
 				if n == 1 {
@@ -35,14 +35,16 @@ func BenchmarkCloudflareRequests(b *testing.B) {
 					}
 					d1req = e.cf.Requests(cfapitest.KindD1)
 					kvreq = e.cf.Requests(cfapitest.KindKVList)
+					kvget = e.cf.Requests(cfapitest.KindKVBulkGet)
 					tables = len(inv.Tables)
 					levels = d1req - 2 // schema: 2 requests; then one batch per level
 				}
 			}(cloudflareEnv(b))
 			b.ReportMetric(float64(d1req), "d1-requests")
 			b.ReportMetric(float64(kvreq), "kv-list-requests")
+			b.ReportMetric(float64(kvget), "kv-bulk-get-requests")
 			b.ReportMetric(float64(tables), "tables")
-			fmt.Printf("inventory of %d tenant target(s): %d D1 requests (2 schema + %d batches: roots, one per graph level, orphan-user check, one per ownership level, coverage probe, tenant id prefixes), %d KV list requests, %d tables with rows\n", n, d1req, levels, kvreq, tables)
+			fmt.Printf("inventory of %d tenant target(s): %d D1 requests (2 schema + %d batches: roots, one per graph level, orphan-user check, one per ownership level, coverage probe, tenant id prefixes), %d KV list requests, %d KV bulk reads, %d tables with rows\n", n, d1req, levels, kvreq, kvget, tables)
 		})
 	}
 }
