@@ -2,15 +2,23 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/prego/testreset/agent/audit"
@@ -73,6 +81,7 @@ func authorize(cert *x509.Certificate) error {
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
+	markAudited(ctx)
 	cert, addr := peerOf(ctx)
 	c := &call{caller: cert}
 	if r, ok := req.(siteRequest); ok {
@@ -99,6 +108,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
+	markAudited(ss.Context())
 	cert, addr := peerOf(ss.Context())
 	c := &call{caller: cert}
 	err := authorize(cert)
@@ -129,23 +139,23 @@ func (s *Server) audit(method string, c *call, addr string, start time.Time, cal
 	e := audit.Event{
 		Time:        start,
 		Code:        eventCode(method),
-		Method:      method,
-		Peer:        addr,
-		Site:        c.site,
-		PlanID:      c.planID,
+		Method:      clip(method, maxShortField),
+		Peer:        clip(addr, maxShortField),
+		Site:        clip(c.site, maxShortField),
+		PlanID:      clip(c.planID, maxShortField),
 		GrantSigner: c.signer,
 		GrantID:     c.grantID,
 		Success:     callErr == nil,
 		Result:      st.Code().String(),
 		DurationMS:  time.Since(start).Milliseconds(),
 		Bytes:       c.bytes,
-		Output:      c.output,
+		Output:      clip(c.output, maxLongField),
 	}
 	if callErr != nil {
-		e.Error = st.Message()
+		e.Error = clip(st.Message(), maxLongField)
 	}
 	if c.caller != nil {
-		e.Caller = certs.Identity(c.caller)
+		e.Caller = clip(certs.Identity(c.caller), maxShortField)
 		e.Fingerprint = certs.Fingerprint(c.caller)
 	}
 	if err := s.auditLog.Append(e); err != nil {
@@ -173,4 +183,169 @@ func eventCode(method string) string {
 		b.WriteRune(r)
 	}
 	return prefix + "." + b.String()
+}
+
+// Audit field bounds: one refused call must not add megabytes to the log.
+const (
+	maxShortField = 256
+	maxLongField  = 4096
+)
+
+// clip bounds s to n bytes (on a rune boundary), marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("...[%d bytes cut]", len(s)-cut)
+}
+
+// rpcTag follows one RPC from the stats handler to the interceptors, so that a call refused
+// before any handler ran (undecodable, too large, unknown method) still gets its line.
+type rpcTag struct {
+	method  string
+	audited atomic.Bool
+}
+
+type rpcTagKey struct{}
+
+// statsHandler writes the audit line of calls that ended without reaching an interceptor.
+type statsHandler struct{ s *Server }
+
+func (h statsHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, rpcTagKey{}, &rpcTag{method: info.FullMethodName})
+}
+
+func (h statsHandler) HandleRPC(ctx context.Context, st stats.RPCStats) {
+	end, ok := st.(*stats.End)
+	if !ok || end.Error == nil {
+		return
+	}
+	tag, ok := ctx.Value(rpcTagKey{}).(*rpcTag)
+	if !ok || tag.audited.Load() {
+		return
+	}
+	cert, addr := peerOf(ctx)
+	c := &call{caller: cert}
+	if err := h.s.audit(tag.method, c, addr, end.BeginTime, end.Error); err != nil {
+		h.s.log.Error("audit of a refused call failed", "err", err)
+	}
+}
+
+func (h statsHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (h statsHandler) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// markAudited tells the stats handler that an interceptor writes this call's line.
+func markAudited(ctx context.Context) {
+	if tag, ok := ctx.Value(rpcTagKey{}).(*rpcTag); ok {
+		tag.audited.Store(true)
+	}
+}
+
+// auditCreds records failed TLS handshakes: the peer, the certificate it presented (subject,
+// issuer, fingerprint) and the reason, at most handshakeBurst lines a minute; the line after
+// a quiet spell says how many were left out.
+type auditCreds struct {
+	credentials.TransportCredentials
+	s *Server
+}
+
+const handshakeBurst = 30
+
+func (a auditCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := a.TransportCredentials.ServerHandshake(conn)
+	presented, _ := a.s.presented.LoadAndDelete(conn)
+	if err != nil {
+		leaf, _ := presented.(*x509.Certificate)
+		a.s.auditHandshake(conn.RemoteAddr(), leaf, err)
+	}
+	return out, info, err
+}
+
+// tlsConfig is the server's TLS configuration with the client certificate a handshake
+// presented kept (by connection) when its verification fails, for the audit line.
+func (s *Server) tlsConfig() *tls.Config {
+	base := s.tls.ServerConfig()
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c, err := base.GetConfigForClient(hello)
+		if err != nil || c == nil {
+			return c, err
+		}
+		c = c.Clone()
+		verify := c.VerifyPeerCertificate
+		conn := hello.Conn
+		c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			var err error
+			if verify != nil {
+				err = verify(raw, chains)
+			}
+			if err != nil && len(raw) > 0 && conn != nil {
+				if leaf, perr := x509.ParseCertificate(raw[0]); perr == nil {
+					s.presented.Store(conn, leaf)
+				}
+			}
+			return err
+		}
+		return c, nil
+	}
+	return cfg
+}
+
+func (a auditCreds) Clone() credentials.TransportCredentials {
+	return auditCreds{TransportCredentials: a.TransportCredentials.Clone(), s: a.s}
+}
+
+// handshakeLimiter allows handshakeBurst lines per minute.
+type handshakeLimiter struct {
+	mu         sync.Mutex
+	window     time.Time
+	n          int
+	suppressed int
+}
+
+func (l *handshakeLimiter) allow(now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= time.Minute {
+		l.window, l.n = now, 0
+	}
+	if l.n >= handshakeBurst {
+		l.suppressed++
+		return false, 0
+	}
+	l.n++
+	suppressed, l.suppressed = l.suppressed, 0
+	return true, suppressed
+}
+
+func (s *Server) auditHandshake(addr net.Addr, leaf *x509.Certificate, err error) {
+	ok, suppressed := s.handshakes.allow(s.now())
+	if !ok {
+		return
+	}
+	e := audit.Event{Time: s.now(), Code: "agent.tls_handshake_failed", Method: "tls", Result: codes.Unauthenticated.String(),
+		Error: clip(err.Error(), maxLongField)}
+	if addr != nil {
+		e.Peer = clip(addr.String(), maxShortField)
+	}
+	var cve *tls.CertificateVerificationError
+	if leaf == nil && errors.As(err, &cve) && len(cve.UnverifiedCertificates) > 0 {
+		leaf = cve.UnverifiedCertificates[0]
+	}
+	if leaf != nil {
+		e.Subject = clip(leaf.Subject.String(), maxShortField)
+		e.Issuer = clip(leaf.Issuer.String(), maxShortField)
+		e.Fingerprint = certs.Fingerprint(leaf)
+		e.Caller = clip(certs.Identity(leaf), maxShortField)
+	}
+	if suppressed > 0 {
+		e.Output = fmt.Sprintf("%d earlier failed handshakes not recorded (rate limit %d a minute)", suppressed, handshakeBurst)
+	}
+	if aerr := s.auditLog.Append(e); aerr != nil {
+		s.log.Error("audit log write failed", "method", "tls", "err", aerr)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -45,6 +46,9 @@ type Server struct {
 	sites    *sites.Manager
 	health   *health.Server
 	now      func() time.Time
+
+	handshakes handshakeLimiter
+	presented  sync.Map // net.Conn -> *x509.Certificate that failed verification
 }
 
 // New prepares a server from its configuration. MariaDB is not contacted here: the agent
@@ -133,7 +137,11 @@ func (s *Server) ReloadCertificates() error {
 // GRPCServer builds the gRPC server with mTLS, the interceptors and both services.
 func (s *Server) GRPCServer() *grpc.Server {
 	g := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(s.tls.ServerConfig())),
+		grpc.Creds(auditCreds{TransportCredentials: credentials.NewTLS(s.tlsConfig()), s: s}),
+		grpc.StatsHandler(statsHandler{s: s}),
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+			return status.Error(codes.Unimplemented, "unknown method")
+		}),
 		grpc.UnaryInterceptor(s.unaryInterceptor),
 		grpc.StreamInterceptor(s.streamInterceptor),
 	)

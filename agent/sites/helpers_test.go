@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
@@ -99,7 +100,8 @@ type testSite struct {
 func (b *testBench) addSite(name string, legacy bool) *testSite {
 	t := b.t
 	t.Helper()
-	s := &testSite{Name: name, DB: "_" + randHex(8), Dir: filepath.Join(b.dir, "sites", name)}
+	s := &testSite{Name: name, Dir: filepath.Join(b.dir, "sites", name)}
+	s.DB = frappeDBName(t, s.Dir)
 	s.User = s.DB
 	if !legacy {
 		s.User = "_u" + randHex(6)
@@ -542,4 +544,16 @@ func wantErr(t *testing.T, err, want error) {
 	if !errors.Is(err, want) {
 		t.Fatalf("got error %v, want %v", err, want)
 	}
+}
+
+// frappeDBName is the database name bench new-site gives the site folder dir: "_" + 16 hex
+// digits of sha1 of its real path.
+func frappeDBName(t testing.TB, dir string) string {
+	t.Helper()
+	p := dir
+	if real, err := filepath.EvalSymlinks(filepath.Dir(dir)); err == nil {
+		p = filepath.Join(real, filepath.Base(dir))
+	}
+	sum := sha1.Sum([]byte(p))
+	return "_" + hex.EncodeToString(sum[:])[:16]
 }

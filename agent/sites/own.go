@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,10 +15,13 @@ import (
 var generatedDBName = regexp.MustCompile(`^_?[0-9a-f]{16}$`)
 
 // checkOwnDatabase refuses a db_name that is not the site's own by Frappe's rules: a system
-// schema, or a name of the form Frappe generates ("_" + 16 hex digits of sha1 of the site
-// folder's real path) that is the generated name of another site folder of this bench. A
-// database with an explicit name (bench new-site --db-name) is the site's when the site's
-// account holds privileges on it and nothing beyond (checkAccount).
+// schema, or a name of the form Frappe generates that it would not generate for this site.
+// bench new-site names a site's database "_" + the first 16 hex digits of sha1 of the site
+// folder's real path (Frappe 13 and later; the first 16 hex digits of sha1 of the site name
+// before), so a generated name for any other folder (a site_config.json copied from another
+// bench or site) is another site's database. A database with an explicit name (bench
+// new-site --db-name) is the site's when the site's account holds privileges on it and on
+// nothing else (checkAccount) and no other site of the bench names it (checkNotShared).
 func (m *Manager) checkOwnDatabase(name, db string) error {
 	if systemSchemas[strings.ToLower(db)] {
 		return fmt.Errorf("%w: database %s is a system schema", ErrNotOwn, db)
@@ -31,20 +33,15 @@ func (m *Manager) checkOwnDatabase(name, db string) error {
 	if err != nil {
 		return err
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("list sites: %w", err)
+	p := filepath.Join(dir, name)
+	want := "_" + hexSHA1(p)[:16]
+	plain := sha1.Sum([]byte(filepath.Join(m.opts.BenchPath, "sites", name)))
+	legacy := sha1.Sum([]byte(name))
+	if db == want || db == "_"+hex.EncodeToString(plain[:])[:16] || db == hex.EncodeToString(legacy[:])[:16] {
+		return nil
 	}
-	for _, e := range entries {
-		if e.Name() == name || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		if "_"+hexSHA1(p)[:16] == db {
-			return fmt.Errorf("%w: database %s is the name Frappe generates for site %s", ErrNotOwn, db, e.Name())
-		}
-	}
-	return nil
+	return fmt.Errorf("%w: database %s has the form Frappe generates, but for another site folder (Frappe names this site's %s)",
+		ErrNotOwn, db, want)
 }
 
 func hexSHA1(p string) string {

@@ -67,13 +67,14 @@ func (d *dumpSplitter) peek(n int) []byte {
 // Next returns the next statement with comments removed, or io.EOF.
 func (d *dumpSplitter) Next() (string, error) {
 	var out bytes.Buffer
-	inExec := false // inside an executable comment whose content is code
+	inExec := false  // inside an executable comment whose content is code
+	content := false // the statement holds more than white space
 	for {
 		if out.Len() > maxStatement {
 			return "", d.hostile("statement longer than %d bytes", maxStatement)
 		}
 		// A DELIMITER line is the only client command a dump holds; it must start a line.
-		if len(bytes.TrimSpace(out.Bytes())) == 0 && !inExec {
+		if !content && !inExec {
 			if p := d.peek(10); len(p) == 10 && strings.EqualFold(string(p[:9]), "DELIMITER") && (p[9] == ' ' || p[9] == '\t') {
 				line, err := d.r.ReadString('\n')
 				if err != nil && !errors.Is(err, io.EOF) {
@@ -86,6 +87,7 @@ func (d *dumpSplitter) Next() (string, error) {
 				}
 				d.delim = nd
 				out.Reset()
+				content = false
 				continue
 			}
 		}
@@ -104,6 +106,7 @@ func (d *dumpSplitter) Next() (string, error) {
 		}
 		switch {
 		case c == '\'' || c == '"' || c == '`':
+			content = true
 			if err := d.quoted(c, &out); err != nil {
 				return "", err
 			}
@@ -113,12 +116,16 @@ func (d *dumpSplitter) Next() (string, error) {
 			if err := d.skipLine(); err != nil {
 				return "", err
 			}
-			out.WriteByte(' ')
+			if content {
+				out.WriteByte(' ')
+			}
 		case c == '-' && d.dashComment():
 			if err := d.skipLine(); err != nil {
 				return "", err
 			}
-			out.WriteByte(' ')
+			if content {
+				out.WriteByte(' ')
+			}
 		case c == '/' && len(d.peek(1)) == 1 && d.peek(1)[0] == '*':
 			d.readByte()
 			exec, err := d.comment(inExec)
@@ -128,11 +135,15 @@ func (d *dumpSplitter) Next() (string, error) {
 			if exec {
 				inExec = true
 			}
-			out.WriteByte(' ')
+			if content {
+				out.WriteByte(' ')
+			}
 		case c == '*' && inExec && len(d.peek(1)) == 1 && d.peek(1)[0] == '/':
 			d.readByte()
 			inExec = false
-			out.WriteByte(' ')
+			if content {
+				out.WriteByte(' ')
+			}
 		case c == d.delim[0] && d.delimAhead():
 			if inExec {
 				return "", d.hostile("delimiter inside an executable comment")
@@ -144,8 +155,12 @@ func (d *dumpSplitter) Next() (string, error) {
 				return s, nil
 			}
 			out.Reset()
+			content = false
 		default:
 			out.WriteByte(c)
+			if c > ' ' {
+				content = true
+			}
 		}
 	}
 }

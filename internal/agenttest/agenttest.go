@@ -73,6 +73,8 @@ type Options struct {
 	Grace time.Duration
 	// Logger receives the agent's logs; nil = discarded.
 	Logger *slog.Logger
+	// ExtraYAML is appended to the generated agent.yaml (e.g. a limits: block).
+	ExtraYAML string
 }
 
 // Agent is a running in-process reset-agent.
@@ -162,7 +164,7 @@ func Start(ctx context.Context, opts Options) (a *Agent, err error) {
 		Listen: "127.0.0.1:0", CA: a.PKI.CA(), Cert: cert, Key: key, Bench: a.Bench,
 		BenchCommand: opts.BenchCommand, Socket: opts.MariaDB.Socket, Protected: opts.Protected,
 		Audit: filepath.Join(a.Dir, "audit", "audit.jsonl"), BaseDir: a.Dir,
-	})), 0o600); err != nil {
+	})+opts.ExtraYAML), 0o600); err != nil {
 		return nil, fmt.Errorf("agenttest: %w", err)
 	}
 	if a.Config, err = agentconfig.Load(a.ConfigPath); err != nil {
