@@ -41,6 +41,8 @@ test: deps lint proto-check test-go test-ansible
 # (internal/s3test: versitygw in .tools/bin).
 test-go:
 	TESTRESET_WORKERD=require TESTRESET_S3=require $(GO) test -count=1 -timeout 20m ./...
+	@# go test hides the output of passing packages: show the hostile-input count.
+	@$(GO) test -count=1 -run '^TestHostileInputs$$' -v ./agent/ | grep -E '^(hostile inputs:|--- FAIL|FAIL)'
 
 test-ansible: build
 	bash scripts/test-ansible.sh
