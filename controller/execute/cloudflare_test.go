@@ -3,6 +3,7 @@ package execute_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +189,32 @@ func TestPreflightNamesMissingScope(t *testing.T) {
 				t.Fatalf("a refused preflight changed something:\n%s", d)
 			}
 		})
+	}
+}
+
+// A $0 invoice that Stripe marks paid for a trial does not trigger the finance guard; it is
+// listed. Search unavailable on the account turns search off with a warning in the plan.
+func TestStripeTrialInvoiceAndNoSearch(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	w.stripe.AddInvoice("cus_test_qa1a", "in_trial_0", "paid", 0, true)
+	w.stripe.SearchUnavailable(true)
+	out := w.must("inventory", "--config", w.alice, "--email", "qa1@example.test")
+	if !strings.Contains(out, "in_trial_0") || !strings.Contains(out, "not blocking") || strings.Contains(out, "needs --finance-approval") {
+		t.Fatalf("trial invoice:\n%s", out)
+	}
+	if !strings.Contains(out, "search is unavailable") {
+		t.Fatalf("no warning that search is off:\n%s", out)
+	}
+	raw, err := os.ReadFile(planPath(t, out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "search is unavailable") {
+		t.Error("the plan file does not carry the search warning")
+	}
+	// A paid invoice with money still blocks.
+	w.stripe.AddInvoice("cus_test_qa1a", "in_live_2", "paid", 100, true)
+	if out, _, code := w.resetctl("inventory", "--config", w.alice, "--email", "qa1@example.test"); code != 1 || !strings.Contains(out, "needs --finance-approval") {
+		t.Fatalf("paid invoice: exit %d\n%s", code, out)
 	}
 }
