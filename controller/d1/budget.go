@@ -26,10 +26,6 @@ type Budget struct {
 // and return far less than 50 MB unless rows are near D1's 2 MB row limit.
 var DefaultBudget = Budget{MaxStatements: 500, MaxBytes: 1 << 20, MaxRows: 5000}
 
-// ErrOverBudget means a single statement is larger than a whole request's
-// budget.
-var ErrOverBudget = errors.New("statement exceeds the request budget")
-
 // Budgeted is implemented by a DB that carries its own request budget.
 type Budgeted interface {
 	Budget() Budget
@@ -79,8 +75,9 @@ func rows(s Statement) int { return max(1, s.Rows) }
 
 // Split cuts stmts, in order, into requests within b. prelude (such as
 // "PRAGMA defer_foreign_keys = on") starts every request and counts against
-// its budget. A statement that alone exceeds the budget is an error, never
-// sent.
+// its budget. A statement that alone exceeds the budget goes in a request of
+// its own (statements are never cut; each is within D1's 100 KB and 100
+// parameters).
 func (b Budget) Split(prelude, stmts []Statement) ([][]Statement, error) {
 	if b.MaxStatements <= len(prelude) {
 		return nil, fmt.Errorf("request budget of %d statements leaves no room after a prelude of %d", b.MaxStatements, len(prelude))
@@ -93,11 +90,8 @@ func (b Budget) Split(prelude, stmts []Statement) ([][]Statement, error) {
 	var out [][]Statement
 	var cur []Statement
 	curBytes, curRows := 0, 0
-	for i, s := range stmts {
+	for _, s := range stmts {
 		sb, sr := size(s), rows(s)
-		if preBytes+sb > b.MaxBytes || preRows+sr > b.MaxRows {
-			return nil, fmt.Errorf("statement %d: %w (%d bytes, %d rows; budget %d bytes, %d rows a request)", i+1, ErrOverBudget, sb, sr, b.MaxBytes, b.MaxRows)
-		}
 		if len(cur) > 0 && (len(prelude)+len(cur)+1 > b.MaxStatements || preBytes+curBytes+sb > b.MaxBytes || preRows+curRows+sr > b.MaxRows) {
 			out = append(out, append(append([]Statement(nil), prelude...), cur...))
 			cur, curBytes, curRows = nil, 0, 0

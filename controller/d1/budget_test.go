@@ -2,7 +2,6 @@ package d1_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -68,10 +67,13 @@ func TestBudgetSplit(t *testing.T) {
 			}
 		}
 	})
-	t.Run("one statement over budget", func(t *testing.T) {
-		_, err := d1.Budget{MaxStatements: 10, MaxBytes: 1 << 20, MaxRows: 5}.Split(nil, []d1.Statement{stmt(6)})
-		if !errors.Is(err, d1.ErrOverBudget) {
-			t.Errorf("error = %v, want ErrOverBudget", err)
+	t.Run("one statement over budget goes alone", func(t *testing.T) {
+		chunks, err := d1.Budget{MaxStatements: 10, MaxBytes: 1 << 20, MaxRows: 5}.Split(nil, []d1.Statement{stmt(1), stmt(6), stmt(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chunks) != 3 || len(chunks[1]) != 1 || chunks[1][0].Rows != 6 {
+			t.Errorf("chunks = %v, want the big statement alone", chunks)
 		}
 	})
 }

@@ -218,3 +218,36 @@ func TestStripeTrialInvoiceAndNoSearch(t *testing.T) {
 		t.Fatalf("paid invoice: exit %d\n%s", code, out)
 	}
 }
+
+// With a D1 request budget far smaller than one target's rows, deletes and restore go in
+// many requests, children first and parents first, and end in the same states as one
+// request each.
+func TestSmallRequestBudget(t *testing.T) {
+	for _, backend := range []string{"sqlite", "cloudflare"} {
+		t.Run(backend, func(t *testing.T) {
+			w := newWorld(t, backend)
+			before := w.snapshot()
+			path := w.approvedPlan(t, "--email", "qa1@example.test", "--tenant", "t_test_qa2")
+			p, err := plan.Read(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, done := w.executor(t)
+			e.B.D1 = d1.WithBudget(e.B.D1, d1.Budget{MaxStatements: 3, MaxBytes: 1 << 20, MaxRows: 2})
+			res, err := e.Execute(context.Background(), p, false)
+			if err != nil {
+				done()
+				t.Fatal(err)
+			}
+			if _, err := e.Restore(context.Background(), res.Run.ID, map[string]bool{"d1": true, "kv": true}, ""); err != nil {
+				done()
+				t.Fatal(err)
+			}
+			done()
+			after := w.snapshot()
+			if d := diff(before, after); d != "" && !strings.Contains(d, "site") {
+				t.Fatalf("D1 or KV differ after execute and restore in small requests:\n%s", d)
+			}
+		})
+	}
+}

@@ -121,7 +121,11 @@ func deleteStatements(tables []inventory.TableRows, want func([]int) bool, done 
 	n := 0
 	for _, t := range tables {
 		var keys [][]d1.Value
-		for i, k := range t.Keys {
+		// Rows were collected level by level, so within a table a row referencing another
+		// row of the same table comes later: going backwards deletes those children first,
+		// which matters when a target takes more than one request (d1.Send).
+		for i := len(t.Keys) - 1; i >= 0; i-- {
+			k := t.Keys[i]
 			var targets []int
 			if i < len(t.Targets) {
 				targets = t.Targets[i]
