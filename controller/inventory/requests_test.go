@@ -44,7 +44,7 @@ func BenchmarkCloudflareRequests(b *testing.B) {
 			b.ReportMetric(float64(kvreq), "kv-list-requests")
 			b.ReportMetric(float64(kvget), "kv-bulk-get-requests")
 			b.ReportMetric(float64(tables), "tables")
-			fmt.Printf("inventory of %d tenant target(s): %d D1 requests (2 schema + %d batches: roots, one per graph level, orphan-user check, one per ownership level, coverage probe, tenant id prefixes), %d KV list requests, %d KV bulk reads, %d tables with rows\n", n, d1req, levels, kvreq, kvget, tables)
+			fmt.Printf("inventory of %d tenant target(s): %d D1 requests (2 schema + %d batches: roots, one per graph level, orphan-user check, one per ownership level, shared customers and sites, coverage probe, tenant id prefixes), %d KV list requests, %d KV bulk reads, %d tables with rows\n", n, d1req, levels, kvreq, kvget, tables)
 		})
 	}
 }
