@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/prego/testreset/controller/billing"
 	"github.com/prego/testreset/controller/d1"
 )
 
@@ -217,14 +218,24 @@ func Within(planned, live *Inventory) {
 		}
 	}
 	live.Sites = ss
-	customers := map[string]bool{}
+	customers, subs := map[string]bool{}, map[string]bool{}
 	for _, c := range planned.Stripe.Customers {
 		customers[c.ID] = true
+		for _, s := range c.Subscriptions {
+			subs[s.ID] = true
+		}
 	}
 	var cs = live.Stripe.Customers[:0]
 	var ct [][]int
 	for i, c := range live.Stripe.Customers {
 		if customers[c.ID] {
+			var keep []billing.Subscription
+			for _, s := range c.Subscriptions {
+				if subs[s.ID] {
+					keep = append(keep, s)
+				}
+			}
+			c.Subscriptions = keep
 			cs = append(cs, c)
 			if i < len(live.Stripe.CustomerTargets) {
 				ct = append(ct, live.Stripe.CustomerTargets[i])
