@@ -125,7 +125,7 @@ deps() {
 	for c in ansible-playbook ansible-lint logrotate python3 setpriv "$go"; do
 		check "$c is installed" command -v "$c" >/dev/null
 	done
-	say "$(ansible-playbook --version | head -n 1), $(ansible-lint --version 2>/dev/null | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')"
+	say "$(ansible-playbook --version 2>/dev/null | head -n 1), $(ansible-lint --version 2>/dev/null | head -n 1 | sed 's/\x1b\[[0-9;]*m//g')"
 }
 
 lint() {
@@ -221,7 +221,7 @@ deploy() {
 
 files() {
 	local bin=$root/usr/local/bin/reset-agent etc=$root/etc/reset-agent
-	local tls=$etc/tls audit=$root/var/log/reset-agent
+	local tls=$etc/tls audit=$root/var/log/reset-agent state=$root/var/lib/reset-agent
 	local unit=$root/etc/systemd/system/reset-agent.service lr=$root/etc/logrotate.d/reset-agent
 
 	check "service user is a system user with no shell" \
@@ -240,6 +240,7 @@ files() {
 	check "password file 0600 $svc" mode "$etc/mariadb-password" 600 "$svc" "$svc"
 	check "password file holds the password" test "$(cat "$etc/mariadb-password")" = "$password"
 	check "audit folder 0750 $svc" mode "$audit" 750 "$svc" "$svc"
+	check "state folder 0700 $svc" mode "$state" 700 "$svc" "$svc"
 	check "logrotate rule 0644 root" mode "$lr" 644 root root
 	check "unit 0644 root" mode "$unit" 644 root root
 
@@ -259,6 +260,7 @@ want = {
                 "password_file": f"{root}/etc/reset-agent/mariadb-password",
                 "dump_command": "mariadb-dump", "client_command": "mariadb"},
     "protected_sites": ["*.prod.example.com"],
+    "state_dir": f"{root}/var/lib/reset-agent",
     "audit": {"path": f"{root}/var/log/reset-agent/audit.jsonl"},
     "log": {"level": "info"},
 }
@@ -275,7 +277,7 @@ EOF
 		"^ExecStart=$bin serve --config $etc/config.yaml\$" \
 		'^ExecReload=/bin/kill -HUP \$MAINPID$' '^Restart=on-failure$' \
 		'^NoNewPrivileges=yes$' '^ProtectSystem=strict$' \
-		"^ReadWritePaths=$bench $audit $root/var/cache/frappe\$" '^ProtectHome=read-only$' '^PrivateTmp=yes$' \
+		"^ReadWritePaths=$bench $audit $state $root/var/cache/frappe\$" '^ProtectHome=read-only$' '^PrivateTmp=yes$' \
 		'^ProtectKernelTunables=yes$' '^ProtectKernelModules=yes$' '^ProtectKernelLogs=yes$' \
 		'^ProtectControlGroups=yes$' '^RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6$' \
 		'^CapabilityBoundingSet=$' '^MemoryDenyWriteExecute=yes$'; do
