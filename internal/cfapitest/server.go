@@ -4,14 +4,22 @@
 // exists, so the controller's Cloudflare backends are tested against this,
 // through cloudflare-go.
 //
-// It follows the documented behaviour: the v4 envelope, bearer tokens, D1
-// batches as one transaction with foreign keys on and BEGIN/COMMIT refused,
-// D1's limits (100 parameters, 100,000 bytes per statement), D1's
+// It is as strict as production: the v4 envelope, bearer tokens with
+// modelled permissions (D1 Read/Write, Workers KV Storage Read/Write; a D1
+// statement that writes needs D1 Write), token verify, D1 batches as one
+// transaction with foreign keys on and BEGIN/COMMIT refused, D1's authorizer
+// through SQLite's own (sqlite_version(), ATTACH and undocumented PRAGMAs
+// denied), parameters as strings only (numbers bind as REAL only with
+// LenientParams), the parameter count checked against the placeholders, a
+// body with both sql and batch refused, D1's limits (100 parameters,
+// 100,000 bytes per statement, a time and a result size per request), D1's
 // JavaScript-shaped JSON (integers beyond 2^53 rounded, integral reals
-// printed as integers, blobs as arrays of bytes, parameters as JavaScript
-// values), KV cursor paging (limit 10..1000), bulk writes with base64 values
-// and bulk deletes reporting unsuccessful_keys. Faults (429/5xx, latency)
-// can be injected and requests are counted per endpoint.
+// printed as integers, blobs as arrays of bytes), KV cursor paging (limit
+// 10..1000) with list lag and empty pages as options, bulk reads of up to
+// 100 keys, bulk writes with base64 values and bulk deletes reporting
+// unsuccessful_keys. Faults (429/5xx, latency, 429 windows with Retry-After,
+// an account request limit) can be injected and requests are counted per
+// endpoint.
 package cfapitest
 
 import (
