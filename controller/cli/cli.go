@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/prego/testreset/internal/safetext"
 )
 
 // Env is what a command sees of the world; tests substitute it.
@@ -23,6 +25,10 @@ type Env struct {
 	Version        string
 	// Terminal reports whether stderr is a terminal (progress is shown only then).
 	Terminal bool
+
+	// progress is stderr unescaped, for progress lines the CLI draws itself (they redraw
+	// with \r); everything else goes through safetext.
+	progress io.Writer
 }
 
 type command struct {
@@ -53,6 +59,10 @@ func Main(args []string, env *Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
+	// Anything shown to an operator may carry text from a plan, a node or an error: control
+	// characters are escaped on the way out (see internal/safetext).
+	env.progress = env.Stderr
+	env.Stdout, env.Stderr = safetext.Writer(env.Stdout), safetext.Writer(env.Stderr)
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(env.Stderr)
 		if len(args) == 0 {

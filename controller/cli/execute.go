@@ -33,7 +33,7 @@ func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 	}
 	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr}
 	if env.Terminal {
-		e.Progress = env.Stderr
+		e.Progress = env.progress
 	}
 	return e, func() { j.Close(); b.Close() }, nil
 }

@@ -166,7 +166,7 @@ func runSitesBackup(ctx context.Context, env *Env, args []string) error {
 	}
 	var progress io.Writer
 	if env.Terminal {
-		progress = env.Stderr
+		progress = env.progress
 	}
 	arts, err := artifacts.Receive(ctx, stream, *out, progress)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/internal/safetext"
 )
 
 // Record is the change record of a run (runbook §8).
@@ -142,7 +143,7 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 		return "", err
 	}
 	md := filepath.Join(dir, run.ID+".md")
-	if err := plan.WriteFileAtomic(md, []byte(r.Markdown()), 0o640); err != nil {
+	if err := plan.WriteFileAtomic(md, []byte(safetext.Escape(r.Markdown())), 0o640); err != nil {
 		return "", err
 	}
 	return md, nil

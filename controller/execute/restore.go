@@ -167,16 +167,40 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, ho
 	}
 	sendErr := artifacts.Send(ctx, stream, send)
 	resp, err := stream.CloseAndRecv()
-	if status.Code(err) == codes.AlreadyExists {
-		return "site already exists on " + host + ": left as it is", nil
-	}
 	if err != nil {
+		if status.Code(err) == codes.Unavailable {
+			return "", fmt.Errorf("restore %s on %s: %w (hint: the node is still busy with the site; run the restore again in a minute)", site, host, err)
+		}
 		return "", fmt.Errorf("restore %s on %s: %w", site, host, err)
 	}
 	if sendErr != nil {
 		return "", fmt.Errorf("restore %s on %s: %w", site, host, sendErr)
 	}
-	return fmt.Sprintf("database %s and folder restored on %s (%d + %d bytes)", resp.DbName, host, resp.DbBytes, resp.FilesBytes), nil
+	return restoreDetail(host, resp)
+}
+
+// restoreDetail describes what the agent did with each part of a site, and fails unless
+// every part is back and verified.
+func restoreDetail(host string, resp *agentv1.RestoreSiteResponse) (string, error) {
+	var parts, missing []string
+	for _, p := range resp.GetParts() {
+		what := "restored"
+		switch p.GetStatus() {
+		case agentv1.PartStatus_PART_STATUS_PRESENT:
+			what = "present, left as it is"
+		case agentv1.PartStatus_PART_STATUS_FAILED:
+			what = "FAILED: " + p.GetDetail()
+		}
+		parts = append(parts, p.GetPart()+" "+what)
+		if !p.GetVerified() {
+			missing = append(missing, p.GetPart())
+		}
+	}
+	if !resp.GetComplete() || len(resp.GetParts()) == 0 || len(missing) > 0 {
+		return "", fmt.Errorf("site %s on %s not completely restored (%s)", resp.GetSite(), host, strings.Join(parts, "; "))
+	}
+	return fmt.Sprintf("site %s on %s: %s; database %s (%d + %d bytes)", resp.GetSite(), host, strings.Join(parts, ", "),
+		resp.GetDbName(), resp.GetDbBytes(), resp.GetFilesBytes()), nil
 }
 
 // restoreD1 inserts every backed-up row, parent tables first, within D1's request budget

@@ -138,6 +138,9 @@ func Read(path string) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read plan: %w", err)
 	}
+	if err := checkStrict(b); err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
 	var p Plan
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -154,3 +154,24 @@ func TestApproveAndVerify(t *testing.T) {
 		}
 	})
 }
+
+func TestReadRefusesNonStrictJSON(t *testing.T) {
+	for _, tt := range []struct{ name, body string }{
+		{"duplicate top-level key", `{"schema_version": 1, "schema_version": 1}`},
+		{"duplicate key differing in case", `{"ticket": "a", "Ticket": "b"}`},
+		{"duplicate nested key", `{"operator": {"identity": "a", "identity": "b"}}`},
+		{"duplicate key inside an array", `{"targets": [{"email": "a", "email": "b"}]}`},
+		{"unknown field", `{"schema_version": 1, "approved_by_magic": true}`},
+		{"trailing data", `{"schema_version": 1} {}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "plan.json")
+			if err := os.WriteFile(p, []byte(tt.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := plan.Read(p); err == nil {
+				t.Fatal("Read accepted it")
+			}
+		})
+	}
+}
