@@ -40,6 +40,7 @@ type ownerNode struct {
 	vals  []d1.Value // in Table.ReadColumns order
 	owner string     // a tenant root row or a user outside the allowlist: who owns it
 	user  string     // the e-mail, for a user outside the allowlist
+	email string     // the e-mail of any e-mail root row
 	refs  []referrer // the rows that reference this one
 }
 
@@ -291,7 +292,9 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 						nd.owner = "tenant " + plain(row[colIndex(cols, spec.TenantRoot.Key)])
 					case emailCol[t.Name] != "":
 						// A test user's own row is theirs to lose; anyone else owns theirs.
-						if email := strings.ToLower(plain(row[colIndex(cols, emailCol[t.Name])])); !matchAny(cfg.Guards.EmailAllowlist, email) {
+						email := strings.ToLower(plain(row[colIndex(cols, emailCol[t.Name])]))
+						nd.email = email
+						if !matchAny(cfg.Guards.EmailAllowlist, email) {
 							nd.owner, nd.user = "user "+email, email
 						}
 					default:
@@ -305,6 +308,17 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 		level = next
 	}
 
+	// Memberships name their user, so a difference reads "user x joined the tenant".
+	for _, nd := range nodes {
+		for _, rf := range nd.refs {
+			if nd.email != "" && rf.node < 0 && memberTables[rf.table] {
+				if inv.rowNotes == nil {
+					inv.rowNotes = map[string]string{}
+				}
+				inv.rowNotes[rowKeyOf(c.rows[rf.table], rf.row)] = "user " + nd.email + " joined the tenant"
+			}
+		}
+	}
 	// Every owned node shares itself with each collected row that leads to it.
 	var shared []Shared
 	for n := range nodes {
