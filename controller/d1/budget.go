@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Budget bounds one D1 request (one Batch call). D1 gives a request 30 s and
@@ -132,4 +133,61 @@ func Send(ctx context.Context, db DB, prelude, stmts []Statement) ([]*Result, er
 		out = append(out, res[len(prelude):]...)
 	}
 	return out, nil
+}
+
+// IsRequestLimit reports an error by which D1 refused a request for its size or time (30 s,
+// 50 MB of results, SQLITE_TOOBIG), as opposed to an error in a statement.
+func IsRequestLimit(err error) bool {
+	if err == nil {
+		return false
+	}
+	m := strings.ToLower(err.Error())
+	for _, s := range []string{"exceeded timeout", "sqlite_toobig", "too large", "exceeds the limit"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// SendReads is Send for statements that only read: a request D1 refuses for its size or
+// time (a result larger than the row estimates promised) is split in halves and sent
+// again, down to single statements, since reading twice changes nothing.
+func SendReads(ctx context.Context, db DB, stmts []Statement) ([]*Result, error) {
+	chunks, err := BudgetOf(db).Split(nil, stmts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Result, 0, len(stmts))
+	for _, c := range chunks {
+		res, err := readHalving(ctx, db, c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}
+
+func readHalving(ctx context.Context, db DB, stmts []Statement) ([]*Result, error) {
+	res, err := db.Batch(ctx, stmts)
+	if err == nil {
+		if len(res) != len(stmts) {
+			return nil, fmt.Errorf("%d results for %d statements", len(res), len(stmts))
+		}
+		return res, nil
+	}
+	if len(stmts) < 2 || !IsRequestLimit(err) || ctx.Err() != nil {
+		return nil, err
+	}
+	half := len(stmts) / 2
+	first, err := readHalving(ctx, db, stmts[:half])
+	if err != nil {
+		return nil, err
+	}
+	second, err := readHalving(ctx, db, stmts[half:])
+	if err != nil {
+		return nil, err
+	}
+	return append(first, second...), nil
 }

@@ -196,3 +196,38 @@ func TestRealsAsTextAreExact(t *testing.T) {
 		})
 	}
 }
+
+// A read request whose result is larger than D1 allows is split until it fits; a single
+// statement that is too large still fails, with D1's reason.
+func TestSendReadsSplitsLargeResults(t *testing.T) {
+	ctx := context.Background()
+	srv := cfapitest.New(t, cfapitest.Options{MaxResultBytes: 3000})
+	db := openCloudflare(t, srv)
+	exec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+	var a d1.Args
+	if _, err := db.Batch(ctx, []d1.Statement{{SQL: "INSERT INTO t (id, v) VALUES (1, " + a.Add(d1.Text(strings.Repeat("x", 1000))) + ")", Params: a.Params()}}); err != nil {
+		t.Fatal(err)
+	}
+	stmts := make([]d1.Statement, 8)
+	for i := range stmts {
+		stmts[i] = d1.Statement{SQL: "SELECT v FROM t"}
+	}
+	if _, err := db.Batch(ctx, stmts); !d1.IsRequestLimit(err) {
+		t.Fatalf("8 x 1000 bytes in one request = %v, want D1's size limit", err)
+	}
+	srv.ResetRequests()
+	res, err := d1.SendReads(ctx, db, stmts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 8 || len(res[7].Rows) != 1 || len(res[7].Rows[0][0].Text) != 1000 {
+		t.Fatalf("results = %d", len(res))
+	}
+	if got := srv.Requests(cfapitest.KindD1); got < 3 {
+		t.Errorf("requests = %d, want the batch split", got)
+	}
+	_, err = d1.SendReads(ctx, db, []d1.Statement{{SQL: "SELECT v, v, v, v FROM t"}})
+	if !d1.IsRequestLimit(err) {
+		t.Errorf("one oversized statement = %v, want D1's size limit", err)
+	}
+}

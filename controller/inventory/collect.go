@@ -91,14 +91,15 @@ func (c *collector) selects(t *Table, cols []string, tuples [][]d1.Value, lower 
 	return stmts
 }
 
-// batch sends reads within the D1 request budget (d1.Send) and counts the requests.
+// batch sends reads within the D1 request budget (d1.SendReads, which also splits a request
+// D1 refuses for its size or time) and counts the requests.
 func (c *collector) batch(ctx context.Context, stmts []d1.Statement) ([]*d1.Result, error) {
 	chunks, err := d1.BudgetOf(c.db).Split(nil, stmts)
 	if err != nil {
 		return nil, err
 	}
 	c.requests += len(chunks)
-	return d1.Send(ctx, c.db, nil, stmts)
+	return d1.SendReads(ctx, c.db, stmts)
 }
 
 type pending struct {

@@ -104,7 +104,7 @@ func LoadSchema(ctx context.Context, db d1.DB, spec *config.Spec) (*Schema, erro
 			d1.Statement{SQL: "PRAGMA foreign_key_list(" + q + ")"})
 	}
 	if len(stmts) > 0 {
-		out, err := d1.Send(ctx, db, nil, stmts)
+		out, err := d1.SendReads(ctx, db, stmts)
 		if err != nil {
 			return nil, fmt.Errorf("read schema: %w", err)
 		}
