@@ -151,6 +151,9 @@ func (m *Manager) describe(ctx context.Context, name string, snap *dbSnapshot) (
 			s.DbUserExists = snap.users[cfg.DBUser]
 		}
 	}
+	if m.RestoreInterrupted(name) {
+		errs = append(errs, "a restore of this site is in progress or was interrupted: not complete; run the restore again")
+	}
 	s.Error = strings.Join(errs, "; ")
 	return s, cfg
 }

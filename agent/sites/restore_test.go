@@ -391,3 +391,121 @@ func TestNoBackslashEscapes(t *testing.T) {
 		t.Errorf("Check = %v", resp.Check)
 	}
 }
+
+// TestRestorePartial restores a site whose drop stopped half-way: only the missing parts
+// come back, present ones are left as they are and reported so.
+func TestRestorePartial(t *testing.T) {
+	b := newBench(t, nil)
+	s := b.addSite("a.example.com", false)
+	want := readDBState(t, s.DB)
+	db, files := backupOf(t, b, s)
+
+	// Database and user gone, folder still there (the move to the archive never happened).
+	conn := b.rootConn()
+	defer conn.Close()
+	for _, q := range []string{"DROP DATABASE `" + s.DB + "`", "DROP USER '" + s.User + "'@'%'", "DROP USER '" + s.User + "'@'localhost'"} {
+		if _, err := conn.ExecContext(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantParts := map[string]agentv1.PartStatus{"database": agentv1.PartStatus_PART_STATUS_RESTORED,
+		"db_user": agentv1.PartStatus_PART_STATUS_RESTORED, "folder": agentv1.PartStatus_PART_STATUS_PRESENT}
+	if !resp.Complete || len(resp.Parts) != 3 {
+		t.Fatalf("resp = %v", resp)
+	}
+	for _, p := range resp.Parts {
+		if p.Status != wantParts[p.Part] || !p.Verified {
+			t.Errorf("part %v, want %v", p, wantParts[p.Part])
+		}
+	}
+	if got := readDBState(t, s.DB); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("database = %v, want %v", got, want)
+	}
+	b.assertTempEmpty()
+}
+
+// TestRestoreInterruptedCleanup leaves what a killed restore leaves (a half-loaded database
+// still marked in progress, its users, a staging folder with site_config.json, a temporary
+// folder with an option file) and checks that a restart removes it and a retry succeeds.
+func TestRestoreInterruptedCleanup(t *testing.T) {
+	b := newBench(t, nil)
+	s := b.addSite("a.example.com", false)
+	want := readDBState(t, s.DB)
+	db, files := backupOf(t, b, s)
+	if _, err := b.m.Drop(t.Context(), s.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	conn := b.rootConn()
+	defer conn.Close()
+	for _, q := range []string{
+		"CREATE DATABASE `" + s.DB + "` COMMENT 'reset-agent: restore in progress'",
+		"CREATE TABLE `" + s.DB + "`.half (a int)",
+		"CREATE USER '" + s.User + "'@'%' IDENTIFIED BY 'x'",
+	} {
+		if _, err := conn.ExecContext(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stage := filepath.Join(b.dir, "sites", ".reset-restore-"+s.Name)
+	mustMkdir(t, stage)
+	writeFile(t, filepath.Join(stage, "site_config.json"), `{"db_name": "`+s.DB+`", "db_password": "secret"}`, 0o600)
+	stale := filepath.Join(b.tmp, ".reset-agent-tmp-restore-123")
+	mustMkdir(t, stale)
+	writeFile(t, filepath.Join(stale, "load.cnf"), "[client]\npassword=secret\n", 0o600)
+	if err := b.m.State().WriteMarker("restore-"+s.Name, map[string]any{"site": s.Name, "db": s.DB, "user": s.User,
+		"stage": stage, "created_db": true, "created_users": []string{"%"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !b.m.RestoreInterrupted(s.Name) {
+		t.Fatal("marker not seen")
+	}
+
+	// The agent starts again.
+	m2, err := sites.New(b.opts, adminDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Cleanup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if exists(stage) || exists(stale) {
+		t.Error("stale staging or temporary folder left")
+	}
+	if dbExists(t, s.DB) || len(userHosts(t, s.User)) != 0 {
+		t.Error("half-restored database or user left")
+	}
+	if m2.RestoreInterrupted(s.Name) {
+		t.Error("marker left")
+	}
+	if _, err := m2.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readDBState(t, s.DB); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("database = %v, want %v", got, want)
+	}
+}
+
+// TestRestoreUntrustedAndLimits: an artifact the agent produced for one site is refused for
+// another.
+func TestRestoreUntrustedAndLimits(t *testing.T) {
+	b := newBench(t, nil)
+	s := b.addSite("a.example.com", false)
+	db, files := backupOf(t, b, s)
+	if _, err := b.m.Drop(t.Context(), s.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	// Recorded for this site only: another site's restore refuses it.
+	other := b.addSite("b.example.com", false)
+	if _, err := b.m.Drop(t.Context(), other.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.m.Restore(t.Context(), other.Name, sites.RestoreOptions{}, restoreStream(
+		artifact{Header: &agentv1.ArtifactHeader{Kind: db.Header.Kind}, Chunks: db.Chunks, Trailer: db.Trailer},
+		artifact{Header: &agentv1.ArtifactHeader{Kind: files.Header.Kind}, Chunks: files.Chunks, Trailer: files.Trailer}))
+	wantErr(t, err, sites.ErrUntrusted)
+	assertNothingRestored(t, b, other)
+}

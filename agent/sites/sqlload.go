@@ -480,11 +480,8 @@ func checkStatement(stmt string, nbe, ansi bool) (checkedStmt, error) {
 		case "DATABASE", "SCHEMA":
 			// mariadb-dump wraps routines in ALTER DATABASE ... CHARACTER SET/COLLATE of the
 			// original database; the restored database already has the site's character set.
-			for _, t := range toks[min(3, len(toks)):] {
-				if t.kind == 'w' && !(t.text == "CHARACTER" || t.text == "SET" || t.text == "COLLATE" || t.text == "DEFAULT" || t.text == "CHARSET") &&
-					!isCharsetName(t.text) {
-					return refuse("ALTER DATABASE with %s", t.text)
-				}
+			if !charsetClauses(toks[min(3, len(toks)):]) {
+				return refuse("ALTER DATABASE with more than a character set")
 			}
 			return checkedStmt{kind: stmtSkip}, nil
 		}
@@ -520,6 +517,34 @@ func firstWord(toks []token) string {
 		return ""
 	}
 	return toks[0].text
+}
+
+// charsetClauses accepts only [DEFAULT] (CHARACTER SET | CHARSET | COLLATE) [=] name, repeated.
+func charsetClauses(toks []token) bool {
+	if len(toks) == 0 {
+		return false
+	}
+	for i := 0; i < len(toks); {
+		if toks[i].text == "DEFAULT" {
+			i++
+		}
+		switch {
+		case i+1 < len(toks) && toks[i].text == "CHARACTER" && toks[i+1].text == "SET":
+			i += 2
+		case i < len(toks) && (toks[i].text == "CHARSET" || toks[i].text == "COLLATE"):
+			i++
+		default:
+			return false
+		}
+		if i < len(toks) && toks[i].text == "=" {
+			i++
+		}
+		if i >= len(toks) || (toks[i].kind != 'w' && toks[i].kind != 'q') || !isCharsetName(strings.Trim(toks[i].text, "'\"`")) {
+			return false
+		}
+		i++
+	}
+	return true
 }
 
 func isCharsetName(s string) bool {
