@@ -54,9 +54,9 @@ func Diff(planned, live *Inventory) []string {
 		pt, ok := tenants[t.ID]
 		switch {
 		case !ok:
-			out = append(out, "+ tenant "+t.ID+": a tenant the plan does not list")
+			out = append(out, "+ tenant "+oneLine(t.ID)+": a tenant the plan does not list")
 		case t.Site != "" && (pt.Site != t.Site || pt.Host != t.Host):
-			out = append(out, fmt.Sprintf("+ tenant %s: moved from %s on %s to %s on %s", t.ID, pt.Site, pt.Host, t.Site, t.Host))
+			out = append(out, fmt.Sprintf("+ tenant %s: moved from %s on %s to %s on %s", oneLine(t.ID), oneLine(pt.Site), oneLine(pt.Host), oneLine(t.Site), oneLine(t.Host)))
 		}
 	}
 	sites := map[string]bool{}
@@ -67,7 +67,7 @@ func Diff(planned, live *Inventory) []string {
 	}
 	for _, s := range live.Sites {
 		if (s.Exists || s.DBExists || s.DBUserExists) && !sites[s.Name+"\x00"+s.Host] {
-			out = append(out, "+ site "+s.Name+" on "+s.Host+": a site (or its database) the plan does not list")
+			out = append(out, "+ site "+oneLine(s.Name)+" on "+oneLine(s.Host)+": a site (or its database) the plan does not list")
 		}
 	}
 	users := map[string]bool{}
@@ -76,7 +76,7 @@ func Diff(planned, live *Inventory) []string {
 	}
 	for _, u := range live.OrphanUsers {
 		if !users[u] {
-			out = append(out, "+ user "+u+": now loses every tenant and would be removed")
+			out = append(out, "+ user "+oneLine(u)+": now loses every tenant and would be removed")
 		}
 	}
 	customers := map[string]bool{}
@@ -92,7 +92,7 @@ func Diff(planned, live *Inventory) []string {
 			continue
 		}
 		if !customers[c.ID] {
-			out = append(out, "+ stripe customer "+c.ID+" ("+c.Email+"): a customer the plan does not list")
+			out = append(out, "+ stripe customer "+oneLine(c.ID)+" ("+oneLine(c.Email)+"): a customer the plan does not list")
 			continue
 		}
 		for _, s := range c.Subscriptions {

@@ -75,3 +75,15 @@ func TestDiffMissingWithin(t *testing.T) {
 		})
 	}
 }
+
+// A value from the database cannot add a line to what an approver reads.
+func TestDiffOneLine(t *testing.T) {
+	live := planned()
+	live.Tables[1].Keys = append(live.Tables[1].Keys, []d1.Value{d1.Text("evil\n  OK: nothing to see")})
+	live.Tables[1].Targets = append(live.Tables[1].Targets, []int{0})
+	for _, l := range inventory.Diff(planned(), live) {
+		if strings.Contains(l, "\n") {
+			t.Fatalf("difference spans lines: %q", l)
+		}
+	}
+}

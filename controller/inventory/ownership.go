@@ -78,10 +78,16 @@ func rowLabel(t *Table, cols []string, vals []d1.Value) string {
 	return t.Name + "(" + strings.Join(parts, ", ") + ")"
 }
 
+// oneLine keeps a value from the database on one line of a summary or a difference: line
+// breaks and tabs are shown escaped (other control characters are escaped on output).
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
+}
+
 func literal(v d1.Value) string {
 	switch v.Kind {
 	case d1.KindText:
-		return "'" + strings.ReplaceAll(v.Text, "'", "''") + "'"
+		return "'" + oneLine(strings.ReplaceAll(v.Text, "'", "''")) + "'"
 	case d1.KindBlob:
 		return "x'" + plain(v) + "'"
 	case d1.KindInteger:
@@ -289,10 +295,10 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 					nd := ownerNode{table: t.Name, vals: row}
 					switch {
 					case t.Name == spec.TenantRoot.Table:
-						nd.owner = "tenant " + plain(row[colIndex(cols, spec.TenantRoot.Key)])
+						nd.owner = "tenant " + oneLine(plain(row[colIndex(cols, spec.TenantRoot.Key)]))
 					case emailCol[t.Name] != "":
 						// A test user's own row is theirs to lose; anyone else owns theirs.
-						email := strings.ToLower(plain(row[colIndex(cols, emailCol[t.Name])]))
+						email := oneLine(strings.ToLower(plain(row[colIndex(cols, emailCol[t.Name])])))
 						nd.email = email
 						if !matchAny(cfg.Guards.EmailAllowlist, email) {
 							nd.owner, nd.user = "user "+email, email
