@@ -34,12 +34,14 @@ type Config struct {
 		ArchivePath string `yaml:"archive_path"`
 	} `yaml:"bench"`
 	MariaDB struct {
-		Socket        string `yaml:"socket"`
-		Host          string `yaml:"host"`
-		Port          int    `yaml:"port"`
-		User          string `yaml:"user"`
-		PasswordFile  string `yaml:"password_file"`
-		DumpCommand   string `yaml:"dump_command"`
+		Socket       string `yaml:"socket"`
+		Host         string `yaml:"host"`
+		Port         int    `yaml:"port"`
+		User         string `yaml:"user"`
+		PasswordFile string `yaml:"password_file"`
+		DumpCommand  string `yaml:"dump_command"`
+		// ClientCommand is no longer used (restores load dumps without any client program);
+		// it is still accepted so that existing configurations load.
 		ClientCommand string `yaml:"client_command"`
 	} `yaml:"mariadb"`
 	ProtectedSites []string `yaml:"protected_sites"`

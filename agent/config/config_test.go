@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prego/testreset/agent/config"
 )
@@ -97,6 +98,8 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		{name: "log.level", extra: "log:\n  level: loud\n", wantKey: "log.level:"},
 		{name: "unknown key", extra: "lisen: 127.0.0.1:1\n", wantKey: "lisen"},
 		{name: "wrong type", old: "port:", repl: "port: many", wantKey: "many"},
+		{name: "grants.max_lifetime negative", extra: "grants:\n  max_lifetime: -1h\n", wantKey: "grants.max_lifetime:"},
+		{name: "limits negative", extra: "limits:\n  max_entries: -5\n", wantKey: "limits.max_entries:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,5 +204,27 @@ func TestLoadKeepsAbsolutePathsAndBareCommands(t *testing.T) {
 	pw, err := c.Password()
 	if err != nil || pw != "" {
 		t.Errorf("Password() = %q, %v; want socket authentication", pw, err)
+	}
+}
+
+func TestLoadStateAndLimitDefaults(t *testing.T) {
+	dir := layout(t)
+	c, err := config.Load(write(t, dir, valid+"state_dir: state\ngrants:\n  max_lifetime: 48h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.StateDir, filepath.Join(dir, "state"); got != want {
+		t.Errorf("state_dir = %q, want %q", got, want)
+	}
+	if got, want := c.Grants.MaxLifetime, 48*time.Hour; got != want {
+		t.Errorf("grants.max_lifetime = %v, want %v", got, want)
+	}
+	c, err = config.Load(write(t, dir, valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != config.DefaultStateDir || c.Grants.MaxLifetime != 7*24*time.Hour || c.Limits.MaxEntries <= 0 ||
+		c.Limits.MaxExtractedBytes <= 0 || c.Limits.MaxArtifactBytes <= 0 || c.Limits.MinFreeBytes <= 0 {
+		t.Errorf("defaults = %q %v %+v", c.StateDir, c.Grants.MaxLifetime, c.Limits)
 	}
 }

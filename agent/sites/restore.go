@@ -431,6 +431,9 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	m.mu.Unlock()
 	if busyNow == 0 {
 		removeMatching(m.opts.TempDir, tempPrefix)
+		// Earlier agent versions named them .reset-agent-OP-*.
+		removeMatching(m.opts.TempDir, ".reset-agent-backup-")
+		removeMatching(m.opts.TempDir, ".reset-agent-restore-")
 		if dir, err := m.sitesDir(); err == nil {
 			removeMatching(dir, stagePrefix)
 		}

@@ -90,12 +90,11 @@ type Admin struct {
 
 // Options configures a Manager.
 type Options struct {
-	BenchPath     string   // BENCH; sites live in BENCH/sites/NAME with a site_config.json
-	ArchivePath   string   // where native drop moves site folders; "" = BENCH/archived/sites (as Frappe's drop-site)
-	BenchCommand  string   // "" = native mode; else the bench executable
-	Protected     []string // path.Match globs of site names that can never be dropped
-	DumpCommand   string   // default "mariadb-dump"
-	ClientCommand string   // default "mariadb", used to load dumps on restore
+	BenchPath    string   // BENCH; sites live in BENCH/sites/NAME with a site_config.json
+	ArchivePath  string   // where native drop moves site folders; "" = BENCH/archived/sites (as Frappe's drop-site)
+	BenchCommand string   // "" = native mode; else the bench executable
+	Protected    []string // path.Match globs of site names that can never be dropped
+	DumpCommand  string   // default "mariadb-dump"
 	// TempDir holds per-operation temporary folders (defaults files, received artifacts).
 	// "" = BENCH, so received artifacts stay on the bench's file system.
 	TempDir string
@@ -149,9 +148,6 @@ func New(opts Options, admin *sql.DB) (*Manager, error) {
 	}
 	if opts.DumpCommand == "" {
 		opts.DumpCommand = "mariadb-dump"
-	}
-	if opts.ClientCommand == "" {
-		opts.ClientCommand = "mariadb"
 	}
 	if opts.Admin.User == "" {
 		opts.Admin.User = "root"
