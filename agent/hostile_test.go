@@ -396,6 +396,10 @@ func TestHostileInputs(t *testing.T) {
 			_, _, err := collect(alice.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: "copycat.example.test"}))
 			return err
 		}},
+		hostileCase{"backup: a replication account's database", func() error {
+			_, _, err := collect(alice.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: "repl.example.test"}))
+			return err
+		}},
 		hostileCase{"drop: a bystander's config is unreadable", func() error {
 			dir := writeSite("broken.example.test", `{"db_name": `)
 			defer os.RemoveAll(dir)
