@@ -63,8 +63,18 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 			return withHint(err, "ask a second operator to run resetctl approve")
 		case errors.Is(err, plan.ErrTampered):
 			return withHint(err, "make a new plan with resetctl inventory")
+		case errors.Is(err, plan.ErrResumeNeeded):
+			var rn *execute.ResumeNeededError
+			if errors.As(err, &rn) {
+				return withHint(err, "copy STATE/backups/%s/plan.json for a second operator, who runs 'resetctl approve --config THEIRS.yaml --resume %s COPY'; then run 'resetctl execute --config %s COPY'", rn.Run, rn.Run, *cfgPath)
+			}
+			return withHint(err, "a second operator runs 'resetctl approve --resume RUN' on a copy of the run's plan")
 		case errors.Is(err, plan.ErrExpired):
 			return withHint(err, "run inventory again and have it approved again")
+		case errors.Is(err, journal.ErrLocked):
+			return withHint(err, "one process drives a run at a time: wait for it to finish, or stop it, then run the same execute again")
+		case errors.Is(err, journal.ErrRunExists):
+			return withHint(err, "run the same execute again")
 		case errors.Is(err, execute.ErrSpecChanged):
 			return withHint(err, "execute with the config the plan was made with, or make a new plan")
 		case errors.Is(err, execute.ErrApproverExecutes):
@@ -75,6 +85,10 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 			return withHint(err, "nothing was changed; the guards are evaluated again from live data and this config at every execute")
 		case errors.Is(err, execute.ErrAlreadyExecuted):
 			return withHint(err, "see 'resetctl status --config %s'", *cfgPath)
+		case errors.As(err, new(*execute.DiskFullError)):
+			var df *execute.DiskFullError
+			errors.As(err, &df)
+			return withHint(err, "free space on the disk of the state folder (and of its backups), then run the same execute again: it resumes at %q (resetctl status --config %s %s)", df.Step, *cfgPath, df.Run)
 		case res != nil && res.Run != nil:
 			return withHint(err, "fix the cause and run the same execute again: it resumes at the failed step (resetctl status --config %s %s)", *cfgPath, res.Run.ID)
 		}
@@ -187,18 +201,47 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 	}
 	defer closeAll()
 	res, err := e.Restore(ctx, fs.Arg(0), parts, *approval)
+	if res != nil && res.Run != nil && err != nil {
+		fmt.Fprintf(env.Stdout, "restore %s failed: not everything asked for is back\n", res.Run.ID)
+		for _, l := range res.Lines {
+			fmt.Fprintf(env.Stdout, "  %s\n", esc(l))
+		}
+	}
 	if err != nil {
+		if errors.As(err, new(*execute.DiskFullError)) {
+			return withHint(err, "free space on the disk of the state folder, then run the same restore again")
+		}
+		if errors.Is(err, journal.ErrLocked) {
+			return withHint(err, "one process works on a run at a time: wait for it to finish, then restore again")
+		}
 		if errors.Is(err, execute.ErrNoRestoreGrant) {
 			return withHint(err, "give a second operator a copy of STATE/backups/%s/plan.json to run 'resetctl approve --restore %s FILE', then restore with --approval FILE", fs.Arg(0), fs.Arg(0))
 		}
 		if errors.Is(err, journal.ErrNotFound) {
 			return withHint(err, "list runs with 'resetctl status --config %s'", *cfgPath)
 		}
+		if res != nil && res.Run != nil {
+			return withHint(err, "see 'resetctl status --config %s %s'; restore can be run again: what is back is left as it is", *cfgPath, res.Run.ID)
+		}
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "restore %s completed\n", res.Run.ID)
+	fmt.Fprintf(env.Stdout, "restore %s completed: everything asked for is back and verified\n", res.Run.ID)
 	for _, l := range res.Lines {
-		fmt.Fprintf(env.Stdout, "  %s\n", l)
+		fmt.Fprintf(env.Stdout, "  %s\n", esc(l))
 	}
 	return nil
+}
+
+// esc escapes control characters in text shown to a person (details can carry names and
+// messages from other systems).
+func esc(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 && r != '\t' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

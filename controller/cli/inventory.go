@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +15,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/backends"
+	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
 )
 
@@ -239,6 +244,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	cfgPath := fs.String("config", "", "the approver's resetctl configuration file")
 	expires := fs.Duration("expires", 24*time.Hour, "how long the approval and its grants are valid")
 	restoreRun := fs.String("restore", "", "approve the rollback of this executed RUN: add fresh restore grants to a copy of its plan.json")
+	resumeRun := fs.String("resume", "", "extend this started RUN after its approval expired: fresh drop grants for what is left of it, added to a copy of its plan.json")
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
@@ -254,6 +260,12 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	cert, key, err := operatorIdentity(cfg)
 	if err != nil {
 		return err
+	}
+	if *restoreRun != "" && *resumeRun != "" {
+		return usageErr("approve: --restore and --resume exclude each other")
+	}
+	if *resumeRun != "" {
+		return approveResume(ctx, env, cfg, *cfgPath, path, p, *resumeRun, cert, key, *expires)
 	}
 	if *restoreRun != "" {
 		if err := plan.ApproveRestore(p, *restoreRun, p.Operator.Identity, cert, key, *expires, time.Now()); err != nil {
@@ -331,6 +343,68 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "plan %s approved by %s until %s (%d grants)\n", p.ID(), p.Approval.Identity,
 		p.Approval.ExpiresAt.Format(time.RFC3339), len(p.Approval.Grants))
+	return nil
+}
+
+// approveResume extends a started run whose approval expired: a drift check against what is
+// left, then fresh drop grants for the plan's sites still present, signed for that run only.
+func approveResume(ctx context.Context, env *Env, cfg *config.Config, cfgPath, path string, p *plan.Plan, runID string, cert *x509.Certificate, key crypto.Signer, ttl time.Duration) error {
+	roots, err := certs.LoadPool(cfg.Identity.CA)
+	if err != nil {
+		return fmt.Errorf("identity.ca: %w", err)
+	}
+	if err := plan.VerifyApproval(p, roots, time.Now()); err != nil && !errors.Is(err, plan.ErrExpired) {
+		// Only an approval that is valid but for its age can be extended.
+		if !errors.Is(err, plan.ErrBlocked) && !errors.Is(err, plan.ErrTampered) && !errors.Is(err, plan.ErrUnapproved) {
+			err = fmt.Errorf("the plan's approval does not verify: %w", err)
+		}
+		return err
+	}
+	j, err := journal.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	run, err := j.Run(ctx, runID)
+	j.Close()
+	switch {
+	case err != nil:
+		return withHint(err, "approve --resume needs the run in this config's state folder (resetctl status --config %s)", cfgPath)
+	case run.Kind != "execute" || run.PlanSHA256 != p.PlanSHA256:
+		return fmt.Errorf("run %s is not an execution of plan %s", runID, p.ID())
+	case run.Status == journal.Completed:
+		return fmt.Errorf("run %s is already completed: nothing to resume", runID)
+	}
+	executor := run.Operator
+	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	left, sites, err := execute.ResumeCheck(ctx, b, p)
+	if err != nil {
+		if errors.Is(err, execute.ErrDrift) {
+			return withHint(err, "the run cannot be extended while something new belongs to its targets; restore the run (resetctl restore) or remove what is new")
+		}
+		return err
+	}
+	if err := plan.ApproveResume(p, runID, executor, sites, left, cert, key, ttl, time.Now()); err != nil {
+		if errors.Is(err, plan.ErrSelfApproval) {
+			return withHint(err, "an operator other than the one who runs execute approves the resume")
+		}
+		return err
+	}
+	if err := plan.Write(path, p); err != nil {
+		return err
+	}
+	ra := p.ResumeApproval
+	fmt.Fprintf(env.Stdout, "resume of run %s approved by %s until %s (%d drop grant(s), for the plan's sites still present)\n",
+		runID, ra.Identity, ra.ExpiresAt.Format(time.RFC3339), len(ra.Grants))
+	if len(left) == 0 {
+		fmt.Fprintln(env.Stdout, "nothing of the plan is left; the run has only its last steps to do")
+	}
+	for _, l := range left {
+		fmt.Fprintf(env.Stdout, "  left: %s\n", esc(l))
+	}
 	return nil
 }
 

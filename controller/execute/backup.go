@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,7 +115,25 @@ func (e *Executor) fileArtifact(dir, file, kind string, run *journal.Run) (Artif
 	return Artifact{File: file, Kind: kind, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator}, nil
 }
 
+// inManifest reports whether file is already a verified artifact of the run: a step that
+// crashed after recording its backup must not overwrite it on the retry.
+func inManifest(dir, file string) (bool, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range m.Artifacts {
+		if a.File == file || strings.HasPrefix(a.File, file+string(filepath.Separator)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (e *Executor) backupD1(ctx context.Context, dir string, run *journal.Run, tables []inventory.TableRows, file string) (string, error) {
+	if done, err := inManifest(dir, file); err != nil || done {
+		return file + " already in the manifest (kept as it is; rows found since are backed up before deleting)", err
+	}
 	b := D1Backup{TakenAt: e.now().UTC()}
 	var err error
 	if b.Bookmark, err = e.B.D1.Bookmark(ctx); err != nil {
@@ -143,6 +162,9 @@ func (e *Executor) backupD1(ctx context.Context, dir string, run *journal.Run, t
 }
 
 func (e *Executor) backupKV(ctx context.Context, dir string, run *journal.Run, keys []inventory.KVKey, file string) (string, error) {
+	if done, err := inManifest(dir, file); err != nil || done {
+		return file + " already in the manifest (kept as it is; keys found since are backed up before deleting)", err
+	}
 	b := KVBackup{TakenAt: e.now().UTC()}
 	// One bulk read per namespace and 100 keys (values that are not text are read one by one).
 	byNS := map[string][]string{}
@@ -186,20 +208,51 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 	}
 	rel := siteDir(host, site)
 	out := filepath.Join(dir, rel)
-	// A retry starts from scratch: a half-written earlier attempt is discarded.
+	// A backup in the manifest is never deleted or overwritten: the step crashed after
+	// recording it, and the site may be gone by now.
+	if done, err := inManifest(dir, rel); err != nil {
+		return "", err
+	} else if done {
+		m, err := ReadManifest(dir)
+		if err != nil {
+			return "", err
+		}
+		var mine []Artifact
+		for _, a := range m.Artifacts {
+			if a.Site == site && a.Host == host {
+				mine = append(mine, a)
+			}
+		}
+		if err := verifyManifest(dir, &Manifest{Artifacts: mine}); err != nil {
+			return "", fmt.Errorf("backup %s on %s: already in the manifest but %w", site, host, err)
+		}
+		return fmt.Sprintf("already backed up (%d artifact(s) in the manifest, sha256 verified)", len(mine)), nil
+	}
+	// A half-written earlier attempt (never in the manifest) is discarded; this attempt
+	// writes into a folder of its own and moves it in place only when complete.
 	if err := os.RemoveAll(out); err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(out, 0o750); err != nil {
+	part := out + ".partial"
+	if err := os.RemoveAll(part); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(part, 0o750); err != nil {
 		return "", err
 	}
 	stream, err := client.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: site, PlanId: run.ID})
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	arts, err := artifacts.Receive(ctx, stream, out, e.Progress)
+	arts, err := artifacts.Receive(ctx, stream, part, e.Progress)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	}
+	if err := os.Rename(part, out); err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	}
+	for i := range arts {
+		arts[i].Path = filepath.Join(out, filepath.Base(arts[i].Path))
 	}
 	var list []Artifact
 	var total int64

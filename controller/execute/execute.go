@@ -77,13 +77,32 @@ func (e *Executor) RunDir(runID string) string {
 	return filepath.Join(e.StateDir, "backups", runID)
 }
 
-// Execute runs (or resumes) the plan.
+// Execute runs (or resumes) the plan. One process drives a run at a time: the run's lock is
+// held for the life of the call, and the journal is read again before every step, so a step
+// another process finished is never repeated.
 func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Result, error) {
-	if err := plan.VerifyApproval(p, e.B.Agents.CAPool(), e.now()); err != nil {
+	if p.PlanSHA256 == "" {
+		return nil, plan.ErrTampered
+	}
+	if !dryRun {
+		lock, err := journal.LockRun(e.StateDir, p.PlanSHA256, "resetctl execute of plan "+p.ID())
+		if err != nil {
+			return nil, fmt.Errorf("plan %s: %w", p.ID(), err)
+		}
+		defer lock.Unlock()
+	}
+	run, err := e.J.FindByPlan(ctx, "execute", p.PlanSHA256)
+	switch {
+	case err == nil && run.Status == journal.Completed:
+		return nil, fmt.Errorf("%w as run %s", ErrAlreadyExecuted, run.ID)
+	case errors.Is(err, journal.ErrNotFound):
+		run = nil
+	case err != nil:
 		return nil, err
 	}
-	if e.operator() == p.Approval.Identity {
-		return nil, fmt.Errorf("%w: %s approved this plan and cannot also execute it", ErrApproverExecutes, p.Approval.Identity)
+	resume, err := e.checkApproval(p, run)
+	if err != nil {
+		return nil, err
 	}
 	if p.D1Backend != e.B.D1.Kind() || p.KVBackend != e.B.KV.Kind() {
 		return nil, fmt.Errorf("%w: the plan was made against d1 %s and kv %s, this config uses d1 %s and kv %s",
@@ -94,13 +113,6 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	}
 	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
 		return nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)
-	}
-	run, err := e.J.FindByPlan(ctx, "execute", p.PlanSHA256)
-	switch {
-	case err == nil && run.Status == journal.Completed:
-		return nil, fmt.Errorf("%w as run %s", ErrAlreadyExecuted, run.ID)
-	case err != nil && !errors.Is(err, journal.ErrNotFound):
-		return nil, err
 	}
 	inv, err := e.preflight(ctx, p, run)
 	if err != nil {
@@ -116,16 +128,20 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	}
 	if run == nil {
 		now := e.now().UTC()
-		run = &journal.Run{ID: now.Format("20060102T150405Z") + "-" + p.ID()[:8], Kind: "execute", PlanSHA256: p.PlanSHA256,
+		id, err := journal.NewRunID(now, p.ID()[:8])
+		if err != nil {
+			return nil, err
+		}
+		run = &journal.Run{ID: id, Kind: "execute", PlanSHA256: p.PlanSHA256,
 			Operator: e.operator(), Approver: p.Approval.Identity, Status: journal.Running, StartedAt: now}
 		if err := os.MkdirAll(e.RunDir(run.ID), 0o750); err != nil {
-			return nil, err
+			return nil, diskHint(fmt.Errorf("run %s: %w", run.ID, err), run.ID, "start")
 		}
 		if err := plan.Write(filepath.Join(e.RunDir(run.ID), "plan.json"), p); err != nil {
-			return nil, err
+			return nil, diskHint(fmt.Errorf("run %s: %w", run.ID, err), run.ID, "start")
 		}
 		if err := e.J.CreateRun(ctx, run, steps); err != nil {
-			return nil, err
+			return nil, diskHint(err, run.ID, "start")
 		}
 		if err := e.saveScope(run.ID); err != nil {
 			return nil, err
@@ -134,7 +150,18 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	} else {
 		e.logf("run %s resumed", run.ID)
 		if err := e.J.SetStatus(ctx, run.ID, journal.Running, "", e.now()); err != nil {
-			return nil, err
+			return nil, diskHint(err, run.ID, "resume")
+		}
+	}
+	approvals := []journal.Approval{{Kind: "approve", Identity: p.Approval.Identity, ApprovedAt: p.Approval.ApprovedAt, ExpiresAt: p.Approval.ExpiresAt}}
+	if resume {
+		ra := p.ResumeApproval
+		approvals = append(approvals, journal.Approval{Kind: "resume", Identity: ra.Identity, ApprovedAt: ra.ApprovedAt, ExpiresAt: ra.ExpiresAt})
+		e.logf("run %s goes on under the resume approval of %s (until %s)", run.ID, ra.Identity, ra.ExpiresAt.Format(time.RFC3339))
+	}
+	for _, a := range approvals {
+		if err := e.J.AddApproval(ctx, run.ID, a); err != nil {
+			return nil, diskHint(err, run.ID, "resume")
 		}
 	}
 	res := &Result{Run: run}
@@ -143,20 +170,26 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		return nil, err
 	}
 	for _, st := range js {
-		if st.Status == journal.Done {
+		// The journal is the truth: read it again, a step done meanwhile is not repeated.
+		cur, err := e.J.Step(ctx, run.ID, st.Seq)
+		if err != nil {
+			return res, err
+		}
+		if cur.Status == journal.Done {
 			continue
 		}
 		e.logf("step %d/%d: %s", st.Seq, len(js), st.Name)
 		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
-			return nil, err
+			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, err), run.ID, st.Name)
 		}
 		detail, serr := e.step(ctx, p, run, st.Name, res)
 		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
-			return nil, err
+			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, err), e.now())
+			return res, diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", run.ID, st.Name, err), run.ID, st.Name)
 		}
 		if serr != nil {
 			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, serr), e.now())
-			return res, fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, serr)
+			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, serr), run.ID, st.Name)
 		}
 		if detail != "" {
 			e.logf("  %s", detail)
@@ -168,12 +201,76 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		}
 	}
 	if err := e.J.SetStatus(ctx, run.ID, journal.Completed, "", e.now()); err != nil {
-		return nil, err
+		return res, diskHint(err, run.ID, "complete")
 	}
 	res.Run, _ = e.J.Run(ctx, run.ID)
 	res.Steps, _ = e.J.Steps(ctx, run.ID)
 	res.Record = filepath.Join(e.StateDir, "records", run.ID+".md")
 	return res, nil
+}
+
+// checkApproval checks the plan's approval and, once it expired, the resume approval of a
+// started run. It reports whether the run goes on under a resume approval.
+func (e *Executor) checkApproval(p *plan.Plan, run *journal.Run) (resume bool, err error) {
+	now := e.now()
+	err = plan.VerifyApproval(p, e.B.Agents.CAPool(), now)
+	switch {
+	case err == nil:
+	case errors.Is(err, plan.ErrExpired) && run != nil:
+		if p.ResumeApproval == nil || p.ResumeApproval.Run != run.ID {
+			return false, &ResumeNeededError{Run: run.ID, Err: err}
+		}
+		if err := plan.VerifyResumeApproval(p, run.ID, e.B.Agents.CAPool(), now); err != nil {
+			if errors.Is(err, plan.ErrExpired) {
+				return false, &ResumeNeededError{Run: run.ID, Err: err}
+			}
+			return false, err
+		}
+		resume = true
+	default:
+		return false, err
+	}
+	me := e.operator()
+	if me == p.Approval.Identity {
+		return false, fmt.Errorf("%w: %s approved this plan and cannot also execute it", ErrApproverExecutes, p.Approval.Identity)
+	}
+	if resume && me == p.ResumeApproval.Identity {
+		return false, fmt.Errorf("%w: %s approved the resume of run %s and cannot also execute it", ErrApproverExecutes, me, run.ID)
+	}
+	return resume, nil
+}
+
+// ResumeNeededError: the approval expired after run started; a second operator extends it.
+type ResumeNeededError struct {
+	Run string
+	Err error
+}
+
+func (e *ResumeNeededError) Error() string {
+	return fmt.Sprintf("%v; run %s has started: a second operator extends it with 'resetctl approve --resume %s PLAN'", e.Err, e.Run, e.Run)
+}
+
+// Unwrap gives both plan.ErrExpired (or what failed) and plan.ErrResumeNeeded.
+func (e *ResumeNeededError) Unwrap() []error { return []error{e.Err, plan.ErrResumeNeeded} }
+
+// DiskFullError is a step that failed because the state folder's disk (or a backup's) is full.
+type DiskFullError struct {
+	Run, Step string
+	Err       error
+}
+
+func (e *DiskFullError) Error() string {
+	return fmt.Sprintf("disk full during %s of run %s: %v", e.Step, e.Run, e.Err)
+}
+
+func (e *DiskFullError) Unwrap() error { return e.Err }
+
+// diskHint turns a full-disk failure into a DiskFullError naming run and step.
+func diskHint(err error, run, step string) error {
+	if err != nil && journal.DiskFull(err) {
+		return &DiskFullError{Run: run, Step: step, Err: err}
+	}
+	return err
 }
 
 func (e *Executor) operator() string {

@@ -15,24 +15,27 @@ import (
 
 // Record is the change record of a run (runbook §8).
 type Record struct {
-	Run             string         `json:"run"`
-	Kind            string         `json:"kind"`
-	Status          string         `json:"status"`
-	Date            time.Time      `json:"date"`
-	Operator        string         `json:"operator"`
-	Approver        string         `json:"approver"`
-	Ticket          string         `json:"ticket,omitempty"`
-	FinanceApproval string         `json:"finance_approval,omitempty"`
-	PlanSHA256      string         `json:"plan_sha256"`
-	Targets         []string       `json:"targets"`
-	Tenants         []string       `json:"tenants"`
-	Sites           []string       `json:"sites"`
-	Artifacts       []Artifact     `json:"artifacts"`
-	Steps           []RecordStep   `json:"steps"`
-	Verification    []string       `json:"verification"`
-	Deviations      []string       `json:"deviations"`
-	Manual          []string       `json:"manual"`
-	Counts          map[string]int `json:"counts"`
+	Run      string    `json:"run"`
+	Kind     string    `json:"kind"`
+	Status   string    `json:"status"`
+	Date     time.Time `json:"date"`
+	Operator string    `json:"operator"`
+	Approver string    `json:"approver"`
+	// Approvals are every approval the run went ahead under: the plan's, then each
+	// extension of the started run by a second operator (approve --resume).
+	Approvals       []journal.Approval `json:"approvals"`
+	Ticket          string             `json:"ticket,omitempty"`
+	FinanceApproval string             `json:"finance_approval,omitempty"`
+	PlanSHA256      string             `json:"plan_sha256"`
+	Targets         []string           `json:"targets"`
+	Tenants         []string           `json:"tenants"`
+	Sites           []string           `json:"sites"`
+	Artifacts       []Artifact         `json:"artifacts"`
+	Steps           []RecordStep       `json:"steps"`
+	Verification    []string           `json:"verification"`
+	Deviations      []string           `json:"deviations"`
+	Manual          []string           `json:"manual"`
+	Counts          map[string]int     `json:"counts"`
 	// Deleted lists the D1 rows removed per table (the rows backed up before they were
 	// deleted): equal to the plan's rows, or fewer when some were already gone.
 	Deleted []TableCount `json:"deleted"`
@@ -67,6 +70,9 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 		Run: run.ID, Kind: "execute", Status: "completed", Date: e.now().UTC(), Operator: run.Operator,
 		Approver: p.Approval.Identity, Ticket: p.Ticket, FinanceApproval: p.FinanceApproval,
 		PlanSHA256: p.PlanSHA256, Artifacts: m.Artifacts, Counts: map[string]int{},
+	}
+	if r.Approvals, err = e.J.Approvals(ctx, run.ID); err != nil {
+		return "", err
 	}
 	for _, t := range p.Targets {
 		r.Targets = append(r.Targets, t.String())
@@ -172,6 +178,16 @@ func (r *Record) Markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	var approvals []string
+	for _, a := range r.Approvals {
+		what := "approved the plan"
+		if a.Kind == "resume" {
+			what = "approved the resume of the started run"
+		}
+		approvals = append(approvals, fmt.Sprintf("%s %s at %s (valid until %s)", a.Identity, what,
+			a.ApprovedAt.Format(time.RFC3339), a.ExpiresAt.Format(time.RFC3339)))
+	}
+	list("Approvals", approvals)
 	list("Targets", r.Targets)
 	list("Tenants", r.Tenants)
 	list("Sites", r.Sites)

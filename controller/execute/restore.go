@@ -15,6 +15,7 @@ import (
 
 	"github.com/prego/testreset/controller/artifacts"
 	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
@@ -25,6 +26,8 @@ import (
 type RestoreResult struct {
 	Run   *journal.Run
 	Lines []string
+	// NoGrant: a site could not be restored for want of a valid restore grant.
+	NoGrant bool
 }
 
 // Restore rolls run back from its backups, in reverse: sites, then D1 rows parent-first,
@@ -54,12 +57,14 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 		}
 		p.RestoreApproval = a.RestoreApproval
 	}
+	lock, err := journal.LockRun(e.StateDir, orig.PlanSHA256, "resetctl restore of run "+runID)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: %w", runID, err)
+	}
+	defer lock.Unlock()
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
-	}
-	if err := verifyManifest(dir, m); err != nil {
-		return nil, fmt.Errorf("run %s backups: %w", runID, err)
 	}
 	approver := p.Approval.Identity
 	if p.RestoreApproval != nil {
@@ -68,18 +73,38 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 	if e.operator() == approver {
 		return nil, fmt.Errorf("%w: %s approved this and cannot also restore it", ErrApproverExecutes, approver)
 	}
-	var steps []string
+	// Only the artifacts of the parts asked for are checked (and used): a damaged backup of
+	// a site must not block restoring D1 and KV, and the other way round.
+	var use []Artifact
 	sites := map[string][]Artifact{}
 	var siteOrder []string
 	for _, a := range m.Artifacts {
-		if a.Kind == "database" || a.Kind == "files" {
+		switch a.Kind {
+		case "database", "files":
+			if !want("sites") {
+				continue
+			}
 			k := a.Site + "@" + a.Host
 			if _, ok := sites[k]; !ok {
 				siteOrder = append(siteOrder, k)
 			}
 			sites[k] = append(sites[k], a)
+		case "d1", "kv":
+			if !want(a.Kind) {
+				continue
+			}
+		}
+		use = append(use, a)
+	}
+	if len(m.Artifacts) == 0 {
+		return nil, fmt.Errorf("run %s backups: manifest lists no artifacts", runID)
+	}
+	if len(use) > 0 {
+		if err := verifyManifest(dir, &Manifest{Artifacts: use}); err != nil {
+			return nil, fmt.Errorf("run %s backups: %w", runID, err)
 		}
 	}
+	var steps []string
 	if want("sites") {
 		for _, k := range siteOrder {
 			steps = append(steps, "restore site "+k)
@@ -91,20 +116,28 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 	if want("kv") {
 		steps = append(steps, "restore kv keys")
 	}
+	steps = append(steps, "verify restore")
 	now := e.now().UTC()
-	run := &journal.Run{ID: runID + "-restore-" + now.Format("20060102T150405.000Z"), Kind: "restore", PlanSHA256: orig.PlanSHA256,
-		Operator: e.operator(), Approver: p.Approval.Identity, StartedAt: now}
-	if err := e.J.CreateRun(ctx, run, steps); err != nil {
+	id, err := journal.NewRunID(now, "")
+	if err != nil {
 		return nil, err
+	}
+	run := &journal.Run{ID: runID + "-restore-" + id, Kind: "restore", PlanSHA256: orig.PlanSHA256,
+		Operator: e.operator(), Approver: approver, StartedAt: now}
+	if err := e.J.CreateRun(ctx, run, steps); err != nil {
+		return nil, diskHint(err, run.ID, "start")
 	}
 	res := &RestoreResult{Run: run}
 	js, err := e.J.Steps(ctx, run.ID)
 	if err != nil {
 		return nil, err
 	}
+	var failed []string
 	for _, st := range js {
 		e.logf("restore %d/%d: %s", st.Seq, len(js), st.Name)
-		e.J.Begin(ctx, run.ID, st.Seq, e.now())
+		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
+			return res, diskHint(err, run.ID, st.Name)
+		}
 		var detail string
 		var serr error
 		switch {
@@ -112,20 +145,52 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 			site, host, _ := strings.Cut(strings.TrimPrefix(st.Name, "restore site "), "@")
 			detail, serr = e.restoreSite(ctx, p, dir, runID, host, site, sites[site+"@"+host])
 		case st.Name == "restore d1 rows":
-			detail, serr = e.restoreD1(ctx, dir, m)
+			detail, serr = e.restoreD1(ctx, dir, use)
 		case st.Name == "restore kv keys":
-			detail, serr = e.restoreKV(ctx, dir, m)
+			detail, serr = e.restoreKV(ctx, dir, use)
+		case st.Name == "verify restore":
+			var missing []string
+			missing, serr = e.restoredMissing(ctx, dir, use)
+			if serr == nil && len(missing) > 0 {
+				serr = fmt.Errorf("%d thing(s) not back: %s", len(missing), strings.Join(missing, "; "))
+			}
+			if serr == nil {
+				detail = "every row, key and site asked for is back"
+			}
 		}
-		e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now())
+		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
+			return res, diskHint(err, run.ID, st.Name)
+		}
 		if serr != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, serr.Error(), e.now())
-			return res, fmt.Errorf("%s: %w", st.Name, serr)
+			// Each part is tried: one site that cannot come back does not keep the others away.
+			e.logf("  failed: %v", serr)
+			res.Lines = append(res.Lines, st.Name+": FAILED: "+serr.Error())
+			failed = append(failed, st.Name)
+			if errors.Is(serr, ErrNoRestoreGrant) {
+				res.NoGrant = true
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			continue
 		}
 		e.logf("  %s", detail)
 		res.Lines = append(res.Lines, st.Name+": "+detail)
 	}
 	res.Lines = append(res.Lines, "stripe: deleted customers and cancelled subscriptions cannot be restored")
-	e.J.SetStatus(ctx, run.ID, journal.Completed, "", e.now())
+	if len(failed) > 0 {
+		msg := fmt.Sprintf("not everything is back: %s failed", strings.Join(failed, ", "))
+		e.J.SetStatus(ctx, run.ID, journal.Failed, msg, e.now())
+		res.Run, _ = e.J.Run(ctx, run.ID)
+		err := fmt.Errorf("restore %s: %s", runID, msg)
+		if res.NoGrant {
+			err = fmt.Errorf("%w (%w)", err, ErrNoRestoreGrant)
+		}
+		return res, err
+	}
+	if err := e.J.SetStatus(ctx, run.ID, journal.Completed, "", e.now()); err != nil {
+		return res, diskHint(err, run.ID, "complete")
+	}
 	res.Run, _ = e.J.Run(ctx, run.ID)
 	return res, nil
 }
@@ -210,9 +275,9 @@ func restoreDetail(host string, resp *agentv1.RestoreSiteResponse) (string, erro
 // tells inserted rows from skipped ones, and skipped rows are reported per table: their key
 // was taken again since the delete (or an earlier restore put them back), so they are not
 // counted as restored.
-func (e *Executor) restoreD1(ctx context.Context, dir string, m *Manifest) (string, error) {
+func (e *Executor) restoreD1(ctx context.Context, dir string, arts []Artifact) (string, error) {
 	var tables []TableBackup
-	for _, a := range m.Artifacts {
+	for _, a := range arts {
 		if a.Kind != "d1" {
 			continue
 		}
@@ -279,11 +344,11 @@ func (e *Executor) restoreD1(ctx context.Context, dir string, m *Manifest) (stri
 	return detail, nil
 }
 
-func (e *Executor) restoreKV(ctx context.Context, dir string, m *Manifest) (string, error) {
+func (e *Executor) restoreKV(ctx context.Context, dir string, arts []Artifact) (string, error) {
 	byNS := map[string][]kv.Entry{}
 	var skipped []string
 	n := 0
-	for _, a := range m.Artifacts {
+	for _, a := range arts {
 		if a.Kind != "kv" {
 			continue
 		}
@@ -310,4 +375,119 @@ func (e *Executor) restoreKV(ctx context.Context, dir string, m *Manifest) (stri
 		detail += fmt.Sprintf("; %d expired key(s) not restored: %s", len(skipped), strings.Join(skipped, ", "))
 	}
 	return detail, nil
+}
+
+// siteParts asks the agent which parts of a site are there: folder, database, db_user.
+func (e *Executor) siteParts(ctx context.Context, host, site string) (present, missing []string, err error) {
+	resp, err := e.B.InspectSite(ctx, host, site)
+	if status.Code(err) == codes.NotFound {
+		// Without its folder (and its site_config.json) the agent cannot name the database.
+		return nil, []string{"folder"}, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("inspect %s on %s: %w", site, host, err)
+	}
+	si := resp.GetSite()
+	for _, part := range []struct {
+		name string
+		ok   bool
+	}{{"folder", true}, {"database", si.GetDbExists()}, {"db_user", si.GetDbUserExists()}} {
+		if part.ok {
+			present = append(present, part.name)
+		} else {
+			missing = append(missing, part.name)
+		}
+	}
+	return present, missing, nil
+}
+
+// restoredMissing checks, after a restore, that everything in arts is back: each D1 row by
+// its key, each KV key (unless it has expired since), each part of each site.
+func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artifact) ([]string, error) {
+	var out []string
+	var tables []inventory.TableRows
+	sites := map[string]bool{}
+	var siteOrder []Artifact
+	for _, a := range arts {
+		switch a.Kind {
+		case "d1":
+			var b D1Backup
+			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
+				return nil, err
+			}
+			for _, t := range b.Tables {
+				idx := columnIndexes(t.Columns, t.KeyColumns)
+				tr := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns}
+				for _, r := range t.Rows {
+					key := make([]d1.Value, len(idx))
+					for i, j := range idx {
+						if j < 0 {
+							return nil, fmt.Errorf("%s: table %s: key column missing from the backup", a.File, t.Table)
+						}
+						key[i] = r[j]
+					}
+					tr.Keys = append(tr.Keys, key)
+				}
+				if len(tr.Keys) > 0 {
+					tables = append(tables, tr)
+				}
+			}
+		case "kv":
+			var b KVBackup
+			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
+				return nil, err
+			}
+			for _, en := range b.Entries {
+				if en.Expiration != 0 && en.Expiration <= e.now().Add(time.Minute).Unix() {
+					continue // expired: not restored, and said so
+				}
+				_, ok, err := e.B.KV.Get(ctx, en.Namespace, en.Key)
+				if err != nil {
+					return nil, fmt.Errorf("check kv %s %s: %w", en.Namespace, en.Key, err)
+				}
+				if !ok {
+					out = append(out, fmt.Sprintf("kv: %s %s", en.Namespace, en.Key))
+				}
+			}
+		case "database", "files":
+			if k := a.Site + "@" + a.Host; !sites[k] {
+				sites[k] = true
+				siteOrder = append(siteOrder, a)
+			}
+		}
+	}
+	if len(tables) > 0 {
+		present, err := plannedRowsPresent(ctx, e.B.D1, &e.B.Config.Spec, tables)
+		if err != nil {
+			return nil, fmt.Errorf("check d1: %w", err)
+		}
+		have := map[string]bool{}
+		for _, t := range present {
+			for _, k := range t.Keys {
+				have[rowKey(t.Table, k)] = true
+			}
+		}
+		for _, t := range tables {
+			n := 0
+			for _, k := range t.Keys {
+				if !have[rowKey(t.Table, k)] {
+					n++
+				}
+			}
+			if n > 0 {
+				out = append(out, fmt.Sprintf("d1: %d row(s) of %s", n, t.Table))
+			}
+		}
+	}
+	for _, a := range siteOrder {
+		_, missing, err := e.siteParts(ctx, a.Host, a.Site)
+		if err != nil {
+			out = append(out, fmt.Sprintf("site %s on %s: cannot check: %v", a.Site, a.Host, err))
+			continue
+		}
+		if len(missing) > 0 {
+			out = append(out, fmt.Sprintf("site %s on %s: %s missing", a.Site, a.Host, strings.Join(missing, ", ")))
+		}
+	}
+	return out, nil
 }

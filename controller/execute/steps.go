@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/prego/testreset/controller/backends"
 	"github.com/prego/testreset/controller/billing"
 	"github.com/prego/testreset/controller/d1"
@@ -46,12 +49,16 @@ func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run,
 	if !live {
 		return "", fmt.Errorf("drop %s on %s: the live inventory no longer derives this site from its tenant; refusing to drop it", site, host)
 	}
-	g, err := p.GrantFor(host, site, "drop", e.now())
+	client, err := e.B.Agents.Agent(host)
 	if err != nil {
 		return "", err
 	}
-	client, err := e.B.Agents.Agent(host)
+	g, err := p.GrantFor(host, site, "drop", e.now())
 	if err != nil {
+		// A resume approval grants only the sites still present when it was signed.
+		if _, ierr := client.InspectSite(ctx, &agentv1.InspectSiteRequest{Site: site}); status.Code(ierr) == codes.NotFound {
+			return "already absent on " + host, nil
+		}
 		return "", err
 	}
 	resp, err := client.DropSite(ctx, &agentv1.DropSiteRequest{Site: site, PlanId: run.ID, PlanSha256: p.PlanSHA256, Grant: g})
@@ -190,7 +197,10 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 	return fmt.Sprintf("%d subscription(s) cancelled, %d customer(s) deleted", subs, custs), nil
 }
 
-// Remaining takes the inventory of the plan's targets again and lists what is left.
+// Remaining takes the inventory of the plan's targets again and looks up every row, key and
+// site the plan lists directly, and lists what is left of either. A deleted tenant row hides
+// the keys and rows derived from it from a new inventory, so the plan's own list is always
+// checked too.
 func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]string, error) {
 	return remaining(ctx, b, p, p.Inventory.Stripe.Customers)
 }
@@ -199,21 +209,31 @@ func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]strin
 // (found live and planned), never more than the plan.
 func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customers []billing.Customer) ([]string, error) {
 	inv, err := inventory.Run(ctx, inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b},
-		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval})
+		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval, RemoveMemberships: p.RemoveMemberships})
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	out := inv.Remaining()
+	rows, keys, sites, err := plannedLeft(ctx, b, p)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	var out []string
+	for _, t := range mergeTables(inv.Tables, rows) {
+		if len(t.Keys) > 0 {
+			out = append(out, fmt.Sprintf("d1: %d row(s) in %s", len(t.Keys), t.Table))
+		}
+	}
+	reported := map[string]bool{}
+	for _, k := range mergeKV(inv.KV, keys) {
+		reported[k.Namespace+"\x00"+k.Key] = true
+		out = append(out, fmt.Sprintf("kv: %s %s", k.Namespace, k.Key))
+	}
 	// The plan's KV keys that the live templates still name are read by key as well: a
 	// listing may miss a key for a while (Workers KV is eventually consistent), a point read
 	// does not. Keys outside the live templates were never the run's to delete.
-	found := map[string]bool{}
-	for _, k := range inv.KV {
-		found[k.Namespace+"\x00"+k.Key] = true
-	}
 	planned := map[string][]string{}
 	for _, k := range p.Inventory.KV {
-		if !found[k.Namespace+"\x00"+k.Key] && inv.KVInScope(k.Namespace, k.Key) {
+		if !reported[k.Namespace+"\x00"+k.Key] && inv.KVInScope(k.Namespace, k.Key) {
 			planned[k.Namespace] = append(planned[k.Namespace], k.Key)
 		}
 	}
@@ -228,10 +248,26 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 			}
 		}
 	}
-	// A node that cannot be asked is no proof of absence.
-	for _, s := range inv.Sites {
-		if s.Error != "" {
+	seenSite := map[string]bool{}
+	for _, s := range append(append([]inventory.Site(nil), inv.Sites...), sites...) {
+		id := s.Name + "@" + s.Host
+		if seenSite[id] {
+			continue
+		}
+		switch {
+		case s.Error != "":
+			// A node that cannot be asked is no proof of absence.
 			out = append(out, fmt.Sprintf("site %s on %s: cannot check: %s", s.Name, s.Host, s.Error))
+		case s.Exists || s.DBExists || s.DBUserExists:
+			out = append(out, fmt.Sprintf("site: %s on %s (folder %v, database %v, user %v)", s.Name, s.Host, s.Exists, s.DBExists, s.DBUserExists))
+		default:
+			continue
+		}
+		seenSite[id] = true
+	}
+	for _, c := range inv.Stripe.Customers {
+		if !c.Deleted {
+			out = append(out, fmt.Sprintf("stripe: customer %s (%s)", c.ID, c.Email))
 		}
 	}
 	// The plan's own Stripe customers are checked by id: a deleted customer no longer turns

@@ -4,11 +4,15 @@ package journal
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	_ "modernc.org/sqlite" // pure Go driver "sqlite"
@@ -60,6 +64,10 @@ CREATE TABLE IF NOT EXISTS steps (
   status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
   started_at TEXT NOT NULL DEFAULT '', finished_at TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS approvals (
+  run_id TEXT NOT NULL REFERENCES runs(id), kind TEXT NOT NULL, identity TEXT NOT NULL,
+  approved_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+  PRIMARY KEY (run_id, kind, identity, approved_at));
 `
 
 // Open opens (creating) STATE/journal.db.
@@ -75,7 +83,7 @@ func Open(stateDir string) (*Journal, error) {
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("journal %s: %w", path, err)
+		return nil, wrap("journal "+path, err)
 	}
 	return &Journal{db: db}, nil
 }
@@ -98,23 +106,95 @@ func parseTS(s string) time.Time {
 // ErrNotFound is returned for an unknown run.
 var ErrNotFound = errors.New("run not found")
 
+// ErrRunExists means a run id is taken (two runs started in the same instant with the same
+// random part: practically never, but refused with a message rather than a constraint error).
+var ErrRunExists = errors.New("run id already exists")
+
+// ErrDiskFull means the state folder's disk is full.
+var ErrDiskFull = errors.New("disk full")
+
+// NewRunID returns a run id: the start time (UTC, to the second), the prefix (a plan's short
+// id) and 48 random bits, so two controllers starting in the same second never share an id
+// (and with it Stripe idempotency keys and the plan id in node audit logs).
+func NewRunID(now time.Time, prefix string) (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("run id: %w", err)
+	}
+	id := now.UTC().Format("20060102T150405Z")
+	if prefix != "" {
+		id += "-" + prefix
+	}
+	return id + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// DiskFull reports whether err comes from a full disk (SQLite's SQLITE_FULL or ENOSPC).
+func DiskFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrDiskFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "database or disk is full") || strings.Contains(msg, "no space left on device") ||
+		strings.Contains(msg, "SQLITE_FULL")
+}
+
+// wrap classifies a database error: a full disk becomes ErrDiskFull (keeping the cause).
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if DiskFull(err) {
+		return fmt.Errorf("%s: %w: %w", what, ErrDiskFull, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 // CreateRun stores a new run with its steps, all pending.
 func (j *Journal) CreateRun(ctx context.Context, r *Run, steps []string) error {
 	tx, err := j.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return wrap("create run "+r.ID, err)
 	}
 	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM runs WHERE id = ?`, r.ID).Scan(&n); err != nil {
+		return wrap("create run "+r.ID, err)
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: %s (another run started at the same moment); start again", ErrRunExists, r.ID)
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO runs (id, kind, plan_sha256, operator, approver, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.Kind, r.PlanSHA256, r.Operator, r.Approver, Running, ts(r.StartedAt)); err != nil {
-		return fmt.Errorf("create run %s: %w", r.ID, err)
+		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+			return fmt.Errorf("%w: %s (another run started at the same moment); start again", ErrRunExists, r.ID)
+		}
+		return wrap("create run "+r.ID, err)
 	}
 	for i, s := range steps {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (run_id, seq, name, status) VALUES (?, ?, ?, ?)`, r.ID, i+1, s, Pending); err != nil {
-			return fmt.Errorf("create step %s: %w", s, err)
+			return wrap("create step "+s, err)
 		}
 	}
-	return tx.Commit()
+	return wrap("create run "+r.ID, tx.Commit())
+}
+
+// Step returns one step as the journal holds it now (another process may have run it).
+func (j *Journal) Step(ctx context.Context, runID string, seq int) (*Step, error) {
+	var s Step
+	var started, finished string
+	err := j.db.QueryRowContext(ctx, `SELECT seq, name, status, detail, error, started_at, finished_at FROM steps WHERE run_id = ? AND seq = ?`, runID, seq).
+		Scan(&s.Seq, &s.Name, &s.Status, &s.Detail, &s.Error, &started, &finished)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s step %d", ErrNotFound, runID, seq)
+	}
+	if err != nil {
+		return nil, wrap("read step", err)
+	}
+	s.StartedAt, s.FinishedAt = parseTS(started), parseTS(finished)
+	return &s, nil
 }
 
 // FindByPlan returns the newest run of kind for a plan, or ErrNotFound.
@@ -196,7 +276,7 @@ func (j *Journal) Steps(ctx context.Context, runID string) ([]Step, error) {
 // Begin marks a step running. It is written before the step does anything.
 func (j *Journal) Begin(ctx context.Context, runID string, seq int, now time.Time) error {
 	_, err := j.db.ExecContext(ctx, `UPDATE steps SET status = ?, error = '', started_at = ? WHERE run_id = ? AND seq = ?`, Running, ts(now), runID, seq)
-	return err
+	return wrap("journal step", err)
 }
 
 // Finish marks a step done (err nil) or failed, with a detail line.
@@ -207,7 +287,7 @@ func (j *Journal) Finish(ctx context.Context, runID string, seq int, detail stri
 	}
 	// The journal must record the outcome even when the step was cancelled.
 	_, err := j.db.ExecContext(context.WithoutCancel(ctx), `UPDATE steps SET status = ?, detail = ?, error = ?, finished_at = ? WHERE run_id = ? AND seq = ?`, status, detail, msg, ts(now), runID, seq)
-	return err
+	return wrap("journal step", err)
 }
 
 // SetStatus sets a run's status and error.
@@ -217,5 +297,41 @@ func (j *Journal) SetStatus(ctx context.Context, runID, status, msg string, now 
 		fin = ts(now)
 	}
 	_, err := j.db.ExecContext(context.WithoutCancel(ctx), `UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?`, status, msg, fin, runID)
-	return err
+	return wrap("journal run", err)
+}
+
+// Approval is one approval a run went ahead under: the plan's own ("approve") and each
+// extension by a second operator ("resume").
+type Approval struct {
+	Kind       string    `json:"kind"`
+	Identity   string    `json:"identity"`
+	ApprovedAt time.Time `json:"approved_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// AddApproval records an approval of a run (once).
+func (j *Journal) AddApproval(ctx context.Context, runID string, a Approval) error {
+	_, err := j.db.ExecContext(ctx, `INSERT OR IGNORE INTO approvals (run_id, kind, identity, approved_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		runID, a.Kind, a.Identity, ts(a.ApprovedAt), ts(a.ExpiresAt))
+	return wrap("journal approval", err)
+}
+
+// Approvals returns a run's approvals, oldest first.
+func (j *Journal) Approvals(ctx context.Context, runID string) ([]Approval, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT kind, identity, approved_at, expires_at FROM approvals WHERE run_id = ? ORDER BY approved_at, kind`, runID)
+	if err != nil {
+		return nil, wrap("journal approvals", err)
+	}
+	defer rows.Close()
+	var out []Approval
+	for rows.Next() {
+		var a Approval
+		var at, exp string
+		if err := rows.Scan(&a.Kind, &a.Identity, &at, &exp); err != nil {
+			return nil, err
+		}
+		a.ApprovedAt, a.ExpiresAt = parseTS(at), parseTS(exp)
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }

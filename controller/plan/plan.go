@@ -63,6 +63,22 @@ type Plan struct {
 	// RestoreApproval carries fresh restore grants from a second operator, for rolling a
 	// run back after the approval's own grants expired.
 	RestoreApproval *RestoreApproval `json:"restore_approval,omitempty"`
+	// ResumeApproval lets a started run go on after the approval expired: a second
+	// operator's signature for that run only, with fresh drop grants for what is left.
+	ResumeApproval *ResumeApproval `json:"resume_approval,omitempty"`
+}
+
+// ResumeApproval is a later approval of the rest of one started run.
+type ResumeApproval struct {
+	Operator
+	ApprovedAt time.Time `json:"approved_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	Run        string    `json:"run"`
+	// Remaining is what was left of the plan when it was approved (for the record).
+	Remaining []string `json:"remaining"`
+	// Signature over ResumeSignedBytes(plan_sha256, run, expires_at).
+	Signature []byte      `json:"signature"`
+	Grants    []SiteGrant `json:"grants"`
 }
 
 // RestoreApproval is a later approval of a rollback: grants only.
@@ -105,7 +121,7 @@ func (p *Plan) ID() string {
 // so the same content always gives the same bytes.
 func (p *Plan) Hash() (string, error) {
 	c := *p
-	c.PlanSHA256, c.Approval, c.RestoreApproval = "", nil, nil
+	c.PlanSHA256, c.Approval, c.RestoreApproval, c.ResumeApproval = "", nil, nil, nil
 	b, err := json.Marshal(&c)
 	if err != nil {
 		return "", fmt.Errorf("encode plan: %w", err)
@@ -206,6 +222,11 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// ResumeSignedBytes is what a resume approval's signature covers.
+func ResumeSignedBytes(planSHA256, run string, expires time.Time) []byte {
+	return []byte("testreset-resume-v1\n" + planSHA256 + "\n" + run + "\n" + expires.UTC().Format(time.RFC3339) + "\n")
 }
 
 // SignedBytes is what an approval signature covers.
@@ -322,14 +343,113 @@ func ApproveRestore(p *Plan, run string, executor string, cert *x509.Certificate
 	return nil
 }
 
+// ErrResumeNeeded means the approval expired after the run started: a second operator
+// extends that run with resetctl approve --resume.
+var ErrResumeNeeded = errors.New("a started run needs a resume approval")
+
+// ApproveResume lets run, started under p's approval, go on after that approval expired:
+// the approver (not executor, who runs it) signs plan, run and a new expiry, and grants drop
+// for sites, the plan's sites still present (the rest of the run only). remaining describes
+// what is left, for the record.
+func ApproveResume(p *Plan, run, executor string, sites []inventory.Site, remaining []string, cert *x509.Certificate, key crypto.Signer, ttl time.Duration, now time.Time) error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	if h != p.PlanSHA256 {
+		return ErrTampered
+	}
+	if p.Approval == nil {
+		return ErrUnapproved
+	}
+	if p.Inventory.Blocked() {
+		return ErrBlocked
+	}
+	if run == "" {
+		return errors.New("resume approval: no run given")
+	}
+	if certs.Identity(cert) == executor {
+		return fmt.Errorf("%w (%s runs the resumed run)", ErrSelfApproval, executor)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
+	}
+	if ttl > grant.DefaultMaxLifetime {
+		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
+	}
+	planned := map[string]bool{}
+	for _, s := range p.Inventory.Sites {
+		planned[s.Name+"@"+s.Host] = s.Exists || s.DBExists || s.DBUserExists
+	}
+	for _, s := range sites {
+		if !planned[s.Name+"@"+s.Host] {
+			return fmt.Errorf("resume approval: site %s on %s is not in the plan", s.Name, s.Host)
+		}
+	}
+	now = now.UTC().Truncate(time.Second)
+	expires := now.Add(ttl)
+	sig, err := certs.Sign(key, ResumeSignedBytes(p.PlanSHA256, run, expires))
+	if err != nil {
+		return err
+	}
+	ra := &ResumeApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Run: run,
+		Remaining: append([]string{}, remaining...), Signature: sig}
+	if ra.Grants, err = grantsFor(p, sites, []string{grant.ActionDrop}, executor, cert, key, expires, now); err != nil {
+		return err
+	}
+	p.ResumeApproval = ra
+	return nil
+}
+
+// VerifyResumeApproval checks p's resume approval for run: signed by an operator whose
+// certificate chains to roots, over this plan and run, not expired.
+func VerifyResumeApproval(p *Plan, run string, roots *x509.CertPool, now time.Time) error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	if h != p.PlanSHA256 {
+		return ErrTampered
+	}
+	ra := p.ResumeApproval
+	if ra == nil {
+		return fmt.Errorf("%w: the plan file holds no resume approval", ErrResumeNeeded)
+	}
+	if ra.Run != run {
+		return fmt.Errorf("%w: the resume approval is for run %s, not %s", ErrResumeNeeded, ra.Run, run)
+	}
+	signer, err := certs.VerifyOperatorSignature(ra.Certificate, ra.Signature, ResumeSignedBytes(p.PlanSHA256, run, ra.ExpiresAt), roots, now)
+	if err != nil {
+		return fmt.Errorf("resume approval signature: %w", err)
+	}
+	if certs.Identity(signer) != ra.Identity {
+		return fmt.Errorf("resume approval names %s but was signed by %s", ra.Identity, certs.Identity(signer))
+	}
+	if !now.Before(ra.ExpiresAt) {
+		return fmt.Errorf("%w: the resume approval of run %s expired at %s", ErrExpired, run, ra.ExpiresAt.Format(time.RFC3339))
+	}
+	if p.Inventory.Blocked() {
+		return ErrBlocked
+	}
+	return nil
+}
+
 // siteGrants signs one grant per action for every site of the plan that exists, each usable
 // only by grantee.
 func siteGrants(p *Plan, actions []string, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
-	var out []SiteGrant
+	var sites []inventory.Site
 	for _, s := range p.Inventory.Sites {
-		if !s.Exists && !s.DBExists && !s.DBUserExists {
-			continue
+		if s.Exists || s.DBExists || s.DBUserExists {
+			sites = append(sites, s)
 		}
+	}
+	return grantsFor(p, sites, actions, grantee, cert, key, expires, now)
+}
+
+// grantsFor signs one grant per action for each of sites, usable only by grantee.
+func grantsFor(p *Plan, sites []inventory.Site, actions []string, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
+	var out []SiteGrant
+	for _, s := range sites {
 		for _, action := range actions {
 			g, err := grant.Sign(&agentv1.GrantBody{
 				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action, Grantee: grantee,
@@ -356,6 +476,9 @@ func (p *Plan) GrantFor(host, site, action string, now time.Time) (*agentv1.Gran
 	}
 	grants := p.Approval.Grants
 	if ra := p.RestoreApproval; ra != nil && action == grant.ActionRestore && now.Before(ra.ExpiresAt) {
+		grants = ra.Grants
+	} else if ra := p.ResumeApproval; ra != nil && action == grant.ActionDrop && now.Before(ra.ExpiresAt) && !now.Before(p.Approval.ExpiresAt) {
+		// Execute has checked the resume approval's signature and run before any step.
 		grants = ra.Grants
 	} else if !now.Before(p.Approval.ExpiresAt) {
 		return nil, fmt.Errorf("%w: the %s grants expired at %s", ErrExpired, action, p.Approval.ExpiresAt.Format(time.RFC3339))
