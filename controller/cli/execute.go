@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -32,6 +33,11 @@ func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 		return nil, nil, err
 	}
 	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr}
+	if e.Fault, err = faultHook(env.Getenv("RESETCTL_TEST_FAULT")); err != nil {
+		j.Close()
+		b.Close()
+		return nil, nil, err
+	}
 	if env.Terminal {
 		e.Progress = env.progress
 	}
@@ -244,4 +250,33 @@ func esc(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// faultHook parses RESETCTL_TEST_FAULT, the fault suite's hook (never set in production):
+// comma-separated ACTION@POINT, where POINT is begin:STEP, done:STEP or after:STEP and
+// ACTION is kill (SIGKILL, as a crash) or stop (SIGSTOP, as Ctrl-Z or a hung process: the
+// test decides what happens next).
+func faultHook(spec string) (func(string), error) {
+	if spec == "" {
+		return nil, nil
+	}
+	faults := map[string]syscall.Signal{}
+	for _, f := range strings.Split(spec, ",") {
+		action, point, ok := strings.Cut(f, "@")
+		switch {
+		case !ok || point == "":
+			return nil, fmt.Errorf("RESETCTL_TEST_FAULT: %q is not ACTION@POINT", f)
+		case action == "kill":
+			faults[point] = syscall.SIGKILL
+		case action == "stop":
+			faults[point] = syscall.SIGSTOP
+		default:
+			return nil, fmt.Errorf("RESETCTL_TEST_FAULT: %q: the action is kill or stop", f)
+		}
+	}
+	return func(point string) {
+		if sig, ok := faults[point]; ok {
+			syscall.Kill(os.Getpid(), sig)
+		}
+	}, nil
 }

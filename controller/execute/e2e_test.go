@@ -24,6 +24,7 @@ import (
 	"github.com/prego/testreset/examples/exampledata"
 	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/mariadbtest"
 	"github.com/prego/testreset/internal/stripetest"
 	"github.com/prego/testreset/internal/workerdtest"
 )
@@ -43,20 +44,44 @@ type world struct {
 	wd     *workerdtest.Server // D1 on workerd (KV stays in SQLite)
 	wdDB   string
 	cfg    *config.Config
+	mdb    *mariadbtest.Server
+	// proc is the agent as its own process (worldOptions.AgentBin), nil when in-process.
+	proc *agentProcess
+}
+
+// worldOptions vary a world: its MariaDB (default the package's), the agent as its own
+// process (a reset-agent binary) and larger sites.
+type worldOptions struct {
+	backend    string
+	mdb        *mariadbtest.Server
+	agentBin   string
+	extraBytes int
 }
 
 // newWorld builds a world; cf, when given, configures the Cloudflare API server.
 func newWorld(t *testing.T, backend string, cf ...cfapitest.Options) *world {
 	t.Helper()
+	return newWorldWith(t, worldOptions{backend: backend})
+}
+
+func newWorldWith(t *testing.T, o worldOptions) *world {
+	t.Helper()
+	backend := o.backend
+	if o.mdb == nil {
+		o.mdb = mdb
+	}
 	ctx := context.Background()
-	a := agenttest.NewT(t, agenttest.Options{MariaDB: mdb})
-	w := &world{t: t, agent: a, sites: map[string]*agenttest.Site{}, env: map[string]string{}}
+	a := agenttest.NewT(t, agenttest.Options{MariaDB: o.mdb})
+	w := &world{t: t, agent: a, sites: map[string]*agenttest.Site{}, env: map[string]string{}, mdb: o.mdb}
 	for _, name := range []string{"qa1a.erp.example.test", "qa1b.erp.example.test", "acme.prod.example.com"} {
-		s, err := a.MakeSite(ctx, name, agenttest.SiteOptions{})
+		s, err := a.MakeSite(ctx, name, agenttest.SiteOptions{ExtraBytes: o.extraBytes})
 		if err != nil {
 			t.Fatal(err)
 		}
 		w.sites[name] = s
+	}
+	if o.agentBin != "" {
+		w.proc = startAgentProcess(t, a, o.agentBin)
 	}
 	// The example config's backend and spec sections, with absolute data paths.
 	raw, err := os.ReadFile("../../examples/resetctl.yaml")
@@ -299,7 +324,7 @@ func (w *world) snapshot() snapshot {
 		}
 	}
 	for name, site := range w.sites {
-		sums, err := agenttest.Checksums(ctx, mdb, site)
+		sums, err := agenttest.Checksums(ctx, w.mdb, site)
 		if err != nil {
 			s.Sites[name] = "absent: " + err.Error()
 			continue

@@ -37,8 +37,19 @@ type Executor struct {
 	// AfterStep, when set, runs after each step is journalled; an error stops the run right
 	// there, as a crash would. Tests use it to interrupt runs.
 	AfterStep func(step string) error
+	// Fault, when set, is called at fault points: "begin:STEP" (journalled as running,
+	// nothing done yet), "done:STEP" (the step's requests answered, outcome not yet
+	// journalled) and "after:STEP" (journalled), for execute and restore steps alike. The
+	// fault suite uses it to kill or stop the process at exactly that point.
+	Fault func(point string)
 
 	inv *inventory.Inventory // taken at the start of this execution
+}
+
+func (e *Executor) fault(point, step string) {
+	if e.Fault != nil {
+		e.Fault(point + ":" + step)
+	}
 }
 
 func (e *Executor) now() time.Time {
@@ -182,11 +193,14 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
 			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, err), run.ID, st.Name)
 		}
+		e.fault("begin", st.Name)
 		detail, serr := e.step(ctx, p, run, st.Name, res)
+		e.fault("done", st.Name)
 		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
 			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, err), e.now())
 			return res, diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", run.ID, st.Name, err), run.ID, st.Name)
 		}
+		e.fault("after", st.Name)
 		if serr != nil {
 			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, serr), e.now())
 			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, serr), run.ID, st.Name)

@@ -138,6 +138,7 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
 			return res, diskHint(err, run.ID, st.Name)
 		}
+		e.fault("begin", st.Name)
 		var detail string
 		var serr error
 		switch {
@@ -158,9 +159,11 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 				detail = "every row, key and site asked for is back"
 			}
 		}
+		e.fault("done", st.Name)
 		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
 			return res, diskHint(err, run.ID, st.Name)
 		}
+		e.fault("after", st.Name)
 		if serr != nil {
 			// Each part is tried: one site that cannot come back does not keep the others away.
 			e.logf("  failed: %v", serr)

@@ -26,6 +26,7 @@ type Server struct {
 	cmd    *exec.Cmd
 	done   chan error
 	log    string
+	argv   []string // mariadbd and its arguments, for Restart
 }
 
 // Binaries returns the paths of mariadb-install-db and mariadbd, or an error naming the
@@ -90,26 +91,52 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// Not CommandContext: the server must outlive the start-up context.
-	s.cmd = exec.Command(server, "--no-defaults", "--datadir="+data, "--socket="+s.Socket,
+	s.argv = []string{server, "--no-defaults", "--datadir="+data, "--socket="+s.Socket,
 		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--user=root", "--tmpdir="+tmp,
 		"--pid-file="+filepath.Join(dir, "mysqld.pid"), "--skip-name-resolve=0",
 		"--innodb-buffer-pool-size=128M", "--innodb-log-file-size=64M", "--max-allowed-packet=64M",
-		"--innodb-flush-log-at-trx-commit=2", "--log-error="+s.log)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start mariadbd: %w", err)
-	}
+		"--innodb-flush-log-at-trx-commit=2", "--log-error="+s.log}
 	logf.Close()
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
-	if err := s.wait(ctx); err != nil {
+	if err := s.start(ctx); err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+func (s *Server) start(ctx context.Context) error {
+	logf, err := os.OpenFile(s.log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	// Not CommandContext: the server must outlive the start-up context.
+	s.cmd = exec.Command(s.argv[0], s.argv[1:]...)
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start mariadbd: %w", err)
+	}
+	done := make(chan error, 1)
+	s.done = done
+	go func() { done <- s.cmd.Wait() }()
+	return s.wait(ctx)
+}
+
+// Kill ends the server with SIGKILL, as a crash would (the data directory stays).
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil && s.done != nil {
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		s.done = nil
+	}
+}
+
+// Restart starts the server again on the same data directory, socket and port (after Kill),
+// and waits until it accepts connections (crash recovery included).
+func (s *Server) Restart(ctx context.Context) error {
+	s.Kill()
+	os.Remove(filepath.Join(s.Dir, "mysqld.pid"))
+	return s.start(ctx)
 }
 
 func (s *Server) wait(ctx context.Context) error {
@@ -156,7 +183,7 @@ func (s *Server) Open(db string) (*sql.DB, error) {
 
 // Stop shuts the server down and removes its folder.
 func (s *Server) Stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
+	if s.cmd != nil && s.cmd.Process != nil && s.done != nil {
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-s.done:
