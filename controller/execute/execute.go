@@ -274,7 +274,18 @@ type DiskFullError struct {
 }
 
 func (e *DiskFullError) Error() string {
-	return fmt.Sprintf("disk full during %s of run %s: %v", e.Step, e.Run, e.Err)
+	return fmt.Sprintf("run %s stopped at step %q: the disk is full (%v)", e.Run, e.Step, rootCause(e.Err))
+}
+
+// rootCause is the innermost error's message.
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
 }
 
 func (e *DiskFullError) Unwrap() error { return e.Err }

@@ -241,11 +241,17 @@ func (f *faults) plan(expires string) string {
 // runOf returns the run of an executed plan.
 func (f *faults) runOf(planPath string) string {
 	f.t.Helper()
+	return f.runIn(f.w.cfg.StateDir, planPath)
+}
+
+// runIn returns the run of an executed plan in a state folder.
+func (f *faults) runIn(stateDir, planPath string) string {
+	f.t.Helper()
 	p, err := plan.Read(planPath)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	j, err := journal.Open(f.w.cfg.StateDir)
+	j, err := journal.Open(stateDir)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -562,6 +568,63 @@ func TestFaults(t *testing.T) {
 		}
 		return f.restore(f.runOf(p))
 	}, agentPending: true})
+	cases = append(cases, faultCase{name: "disk full after a destructive step", run: func() error {
+		// The state folder on a small tmpfs that fills up while the drop is in flight.
+		dir := filepath.Join(t.TempDir(), "state")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return err
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", dir).CombinedOutput(); err != nil {
+			t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
+		}
+		defer exec.Command("umount", "-l", dir).Run()
+		raw, err := os.ReadFile(w.alice)
+		if err != nil {
+			return err
+		}
+		cfg := w.alice + ".full.yaml"
+		lines := strings.SplitN(string(raw), "\n", 2)
+		if !strings.HasPrefix(lines[0], "state_dir:") {
+			return fmt.Errorf("config: first line is not state_dir: %q", lines[0])
+		}
+		if err := os.WriteFile(cfg, []byte("state_dir: "+strconv.Quote(dir)+"\n"+lines[1]), 0o600); err != nil {
+			return err
+		}
+		p := f.plan("")
+		c := f.start("stop@done:drop site "+site, "execute", "--config", cfg, p)
+		c.stopped(t)
+		filler := filepath.Join(dir, "filler")
+		fill, err := os.Create(filler)
+		if err != nil {
+			return err
+		}
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := fill.Write(chunk); err != nil {
+				break
+			}
+		}
+		fill.Close()
+		c.signalProc(syscall.SIGCONT)
+		c.wait()
+		if c.code == 0 || !strings.Contains(c.errb.String(), "the disk is full") || !strings.Contains(c.errb.String(), "hint: free space") {
+			return fmt.Errorf("execute on a full disk: want a disk-full failure with a hint: %s", c)
+		}
+		if strings.Contains(c.errb.String(), "resetctl: database or disk is full") {
+			return fmt.Errorf("bare disk-full error: %s", c)
+		}
+		os.Remove(filler)
+		if c := f.run("", "execute", "--config", cfg, p); c.code != 0 {
+			return fmt.Errorf("execute after freeing space: %s", c)
+		}
+		if err := f.checkGone(p); err != nil {
+			return err
+		}
+		if c := f.run("", "restore", "--config", cfg, f.runIn(dir, p)); c.code != 0 {
+			return fmt.Errorf("restore: %s", c)
+		}
+		return f.checkBack()
+	}})
 	cases = append(cases, faultCase{name: "restore killed at several points and run again", run: func() error {
 		p := f.plan("")
 		if err := f.execute(p); err != nil {

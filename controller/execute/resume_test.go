@@ -257,3 +257,110 @@ func TestRestoreAfterExpiry(t *testing.T) {
 		t.Fatalf("restore:\n%s", d)
 	}
 }
+
+// verify looks up every row, key and site the plan lists: once the D1 rows are gone, the
+// keys derived from them can no longer be found by a new inventory, and verify must still
+// name them while they remain.
+func TestVerifyChecksThePlansOwnKeys(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	path := w.approvedPlan(t, "--email", "qa1@example.test")
+	p, err := plan.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, done := w.executor(t)
+	e.AfterStep = func(step string) error {
+		if step == "delete d1 rows" {
+			return errCrash
+		}
+		return nil
+	}
+	if _, err := e.Execute(context.Background(), p, false); !errors.Is(err, errCrash) {
+		t.Fatalf("execute: %v", err)
+	}
+	done()
+	out, _, code := w.resetctl("verify", "--config", w.alice, path)
+	if code == 0 {
+		t.Fatalf("verify passed while the plan's keys remain:\n%s", out)
+	}
+	for _, k := range p.Inventory.KV {
+		if k.Routing {
+			continue
+		}
+		if want := "kv: " + k.Namespace + " " + k.Key; !strings.Contains(out, want) {
+			t.Errorf("verify does not name %q:\n%s", want, out)
+		}
+	}
+	w.must("execute", "--config", w.alice, path)
+	w.must("verify", "--config", w.alice, path)
+}
+
+// restore --only d1,kv uses (and checks) only the D1 and KV backups: a damaged site backup
+// does not block it, and a full restore then fails naming the damaged file.
+func TestRestoreOnlyIgnoresOtherParts(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	before := w.snapshot()
+	path := w.approvedPlan(t, "--email", "qa1@example.test")
+	w.must("execute", "--config", w.alice, path)
+	status := w.must("status", "--config", w.alice)
+	run := strings.Fields(strings.Split(status, "\n")[1])[0]
+	m, err := execute.ReadManifest(filepath.Join(w.cfg.StateDir, "backups", run))
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := ""
+	for _, a := range m.Artifacts {
+		if a.Kind == "files" {
+			damaged = a.File
+			f, err := os.OpenFile(filepath.Join(w.cfg.StateDir, "backups", run, a.File), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("x"))
+			f.Close()
+			break
+		}
+	}
+	if damaged == "" {
+		t.Fatal("no site artifact")
+	}
+	out := w.must("restore", "--config", w.alice, run, "--only", "d1,kv")
+	if !strings.Contains(out, "everything asked for is back") {
+		t.Fatalf("restore --only d1,kv:\n%s", out)
+	}
+	got := w.snapshot()
+	for table, rows := range before.D1 {
+		if strings.Join(rows, "\n") != strings.Join(got.D1[table], "\n") {
+			t.Errorf("d1 %s not restored", table)
+		}
+	}
+	for k, v := range before.KV {
+		if got.KV[k] != v {
+			t.Errorf("kv %s not restored", k)
+		}
+	}
+	_, errs, code := w.resetctl("restore", "--config", w.alice, run)
+	if code == 0 || !strings.Contains(errs, damaged) {
+		t.Fatalf("full restore with a damaged site backup: exit %d %s", code, errs)
+	}
+}
+
+// A second process on the same plan is refused while the first holds the run.
+func TestSecondProcessRefused(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	path := w.approvedPlan(t, "--email", "trial7@example.test")
+	p, err := plan.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := journal.LockRun(w.cfg.StateDir, p.PlanSHA256, "test holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := w.resetctl("execute", "--config", w.alice, path)
+	if code == 0 || !strings.Contains(errs, "another process") || !strings.Contains(errs, "test holder") || !strings.Contains(errs, "hint:") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	l.Unlock()
+	w.must("execute", "--config", w.alice, path)
+}

@@ -3,6 +3,10 @@ package journal_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,5 +67,87 @@ func TestRunLifecycle(t *testing.T) {
 	runs, _ := j.Runs(ctx)
 	if len(runs) != 1 {
 		t.Fatalf("runs = %v", runs)
+	}
+}
+
+func TestRunIDsAreUnique(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	seen := map[string]bool{}
+	for range 1000 {
+		id, err := journal.NewRunID(now, "abcd1234")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[id] {
+			t.Fatalf("run id %s twice in the same second", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestSameRunIDRefused(t *testing.T) {
+	ctx := context.Background()
+	j, err := journal.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	r := &journal.Run{ID: "20260102T030405Z-abcd1234", Kind: "execute", PlanSHA256: "abc", StartedAt: time.Now()}
+	if err := j.CreateRun(ctx, r, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	err = j.CreateRun(ctx, r, []string{"a"})
+	if !errors.Is(err, journal.ErrRunExists) || strings.Contains(err.Error(), "UNIQUE") {
+		t.Fatalf("got %v, want ErrRunExists with a message", err)
+	}
+}
+
+func TestLockRun(t *testing.T) {
+	dir := t.TempDir()
+	l, err := journal.LockRun(dir, "planA", "resetctl execute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second holder (another open file description, as another process) is refused with
+	// the holder's pid.
+	_, err = journal.LockRun(dir, "planA", "resetctl execute")
+	if !errors.Is(err, journal.ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second lock: got %v", err)
+	}
+	// Another run is independent.
+	other, err := journal.LockRun(dir, "planB", "resetctl execute")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Unlock()
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := journal.LockRun(dir, "planA", "resetctl restore")
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	again.Unlock()
+	for _, bad := range []string{"", "..", "a/b"} {
+		if _, err := journal.LockRun(dir, bad, "x"); err == nil {
+			t.Errorf("lock name %q accepted", bad)
+		}
+	}
+}
+
+func TestDiskFull(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{syscall.ENOSPC, true},
+		{fmt.Errorf("write d1.json: %w", &os.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}), true},
+		{errors.New("database or disk is full (13)"), true},
+		{errors.New("connection refused"), false},
+		{nil, false},
+	} {
+		if got := journal.DiskFull(tc.err); got != tc.want {
+			t.Errorf("DiskFull(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
