@@ -91,11 +91,11 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	s.argv = []string{server, "--no-defaults", "--datadir="+data, "--socket="+s.Socket,
-		"--port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--user=root", "--tmpdir="+tmp,
-		"--pid-file="+filepath.Join(dir, "mysqld.pid"), "--skip-name-resolve=0",
+	s.argv = []string{server, "--no-defaults", "--datadir=" + data, "--socket=" + s.Socket,
+		"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--user=root", "--tmpdir=" + tmp,
+		"--pid-file=" + filepath.Join(dir, "mysqld.pid"), "--skip-name-resolve=0",
 		"--innodb-buffer-pool-size=128M", "--innodb-log-file-size=64M", "--max-allowed-packet=64M",
-		"--innodb-flush-log-at-trx-commit=2", "--log-error="+s.log}
+		"--innodb-flush-log-at-trx-commit=2", "--log-error=" + s.log}
 	logf.Close()
 	if err := s.start(ctx); err != nil {
 		s.Stop()
