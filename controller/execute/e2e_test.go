@@ -324,7 +324,11 @@ func (w *world) snapshot() snapshot {
 		}
 	}
 	for name, site := range w.sites {
-		sums, err := agenttest.Checksums(ctx, w.mdb, site)
+		m := w.mdb
+		if m == nil {
+			m = mdb
+		}
+		sums, err := agenttest.Checksums(ctx, m, site)
 		if err != nil {
 			s.Sites[name] = "absent: " + err.Error()
 			continue

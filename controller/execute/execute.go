@@ -410,7 +410,15 @@ func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, nam
 	case name == stepStripe:
 		return e.stripe(ctx, p, run)
 	case name == stepVerify:
-		remaining, err := remaining(ctx, e.B, p, e.inv.Stripe.Customers)
+		steps, err := e.J.Steps(ctx, run.ID)
+		if err != nil {
+			return "", err
+		}
+		sc, err := loadRunScope(dir, steps, p)
+		if err != nil {
+			return "", fmt.Errorf("verify: %w", err)
+		}
+		remaining, err := remaining(ctx, e.B, p, e.inv.Stripe.Customers, sc)
 		if err != nil {
 			return "", err
 		}

@@ -3,6 +3,9 @@ package execute
 import (
 	"context"
 	"fmt"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -12,6 +15,7 @@ import (
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
 )
 
@@ -161,13 +165,113 @@ func sameColumns(a, b []string) bool {
 	return true
 }
 
-// plannedLeft lists what of the plan itself is still there: its D1 rows, KV keys and sites,
-// each looked up directly.
-func plannedLeft(ctx context.Context, b *backends.Backends, p *plan.Plan) (rows []inventory.TableRows, keys []inventory.KVKey, sites []inventory.Site, err error) {
-	if rows, err = plannedRowsPresent(ctx, b.D1, &b.Config.Spec, p.Inventory.Tables); err != nil {
+// runScope is what a run removes, from its own records: the D1 rows it backed up (every row
+// is backed up before it is deleted), the KV keys its first preflight found (scope.json) and
+// those it backed up, and the sites it has drop steps for. It is never more than the plan.
+type runScope struct {
+	tables []inventory.TableRows // keys only
+	kv     []inventory.KVKey
+	sites  []inventory.Site
+}
+
+// loadRunScope reads the scope of the run in dir with its journalled steps.
+func loadRunScope(dir string, steps []journal.Step, p *plan.Plan) (*runScope, error) {
+	sc := &runScope{}
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range m.Artifacts {
+		switch a.Kind {
+		case "d1":
+			var bk D1Backup
+			if err := readJSON(filepath.Join(dir, a.File), &bk); err != nil {
+				return nil, err
+			}
+			for _, t := range bk.Tables {
+				idx := columnIndexes(t.Columns, t.KeyColumns)
+				tr := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns}
+				for _, r := range t.Rows {
+					key := make([]d1.Value, len(idx))
+					for i, j := range idx {
+						if j < 0 {
+							return nil, fmt.Errorf("%s: table %s: key column missing from the backup", a.File, t.Table)
+						}
+						key[i] = r[j]
+					}
+					tr.Keys = append(tr.Keys, key)
+				}
+				if len(tr.Keys) > 0 {
+					sc.tables = append(sc.tables, tr)
+				}
+			}
+		case "kv":
+			var bk KVBackup
+			if err := readJSON(filepath.Join(dir, a.File), &bk); err != nil {
+				return nil, err
+			}
+			for _, en := range bk.Entries {
+				sc.kv = append(sc.kv, inventory.KVKey{Namespace: en.Namespace, Key: en.Key, Routing: en.Routing})
+			}
+		}
+	}
+	first, err := readScope(dir)
+	if err != nil {
+		return nil, err
+	}
+	sc.kv = mergeKV(first.KV, sc.kv)
+	for _, st := range steps {
+		id, ok := strings.CutPrefix(st.Name, stepDropFmt)
+		if !ok {
+			continue
+		}
+		name, host, _ := strings.Cut(id, "@")
+		s := inventory.Site{Name: name, Host: host, Exists: true}
+		for _, ps := range p.Inventory.Sites {
+			if ps.Name == name && ps.Host == host {
+				s = ps
+			}
+		}
+		sc.sites = append(sc.sites, s)
+	}
+	return sc, nil
+}
+
+// planRunScope is the scope of the execution of p recorded in stateDir, or nil when the plan
+// was not executed there.
+func planRunScope(ctx context.Context, stateDir string, p *plan.Plan) (*runScope, error) {
+	if _, err := os.Stat(filepath.Join(stateDir, "journal.db")); err != nil {
+		return nil, nil
+	}
+	j, err := journal.Open(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	run, err := j.FindByPlan(ctx, "execute", p.PlanSHA256)
+	if errors.Is(err, journal.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	steps, err := j.Steps(ctx, run.ID)
+	if err != nil {
+		return nil, err
+	}
+	return loadRunScope(filepath.Join(stateDir, "backups", run.ID), steps, p)
+}
+
+// scopeLeft lists what of a run's scope is still there: its D1 rows, KV keys and sites, each
+// looked up directly (a new inventory cannot reach what hangs off rows already deleted).
+func scopeLeft(ctx context.Context, b *backends.Backends, sc *runScope) (rows []inventory.TableRows, keys []inventory.KVKey, sites []inventory.Site, err error) {
+	if sc == nil {
+		return nil, nil, nil, nil
+	}
+	if rows, err = plannedRowsPresent(ctx, b.D1, &b.Config.Spec, sc.tables); err != nil {
 		return nil, nil, nil, err
 	}
-	for _, k := range p.Inventory.KV {
+	for _, k := range sc.kv {
 		_, ok, err := b.KV.Get(ctx, k.Namespace, k.Key)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("look up kv %s %s: %w", k.Namespace, k.Key, err)
@@ -176,7 +280,7 @@ func plannedLeft(ctx context.Context, b *backends.Backends, p *plan.Plan) (rows 
 			keys = append(keys, k)
 		}
 	}
-	for _, s := range siteSteps(p.Inventory.Sites) {
+	for _, s := range sc.sites {
 		resp, err := b.InspectSite(ctx, s.Host, s.Name)
 		switch {
 		case status.Code(err) == codes.NotFound:
@@ -189,9 +293,7 @@ func plannedLeft(ctx context.Context, b *backends.Backends, p *plan.Plan) (rows 
 		}
 		st := resp.GetSite()
 		s.Exists, s.DBExists, s.DBUserExists, s.Error = true, st.GetDbExists(), st.GetDbUserExists(), st.GetError()
-		if s.Exists || s.DBExists || s.DBUserExists {
-			sites = append(sites, s)
-		}
+		sites = append(sites, s)
 	}
 	return rows, keys, sites, nil
 }
@@ -201,6 +303,13 @@ func plannedLeft(ctx context.Context, b *backends.Backends, p *plan.Plan) (rows 
 // what of the plan is left, and the plan's sites still present (the only ones that get drop
 // grants).
 func ResumeCheck(ctx context.Context, b *backends.Backends, p *plan.Plan) (left []string, sites []inventory.Site, err error) {
+	sc, err := planRunScope(ctx, b.Config.StateDir, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sc == nil {
+		return nil, nil, fmt.Errorf("plan %s has no run in %s", p.ID(), b.Config.StateDir)
+	}
 	// The same check as execute's preflight: nothing live beyond the plan, no guard refusing.
 	if _, err := Live(ctx, inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b}, p); err != nil {
 		return nil, nil, err
@@ -208,7 +317,7 @@ func ResumeCheck(ctx context.Context, b *backends.Backends, p *plan.Plan) (left 
 	if left, err = Remaining(ctx, b, p); err != nil {
 		return nil, nil, err
 	}
-	_, _, present, err := plannedLeft(ctx, b, p)
+	_, _, present, err := scopeLeft(ctx, b, sc)
 	if err != nil {
 		return nil, nil, err
 	}

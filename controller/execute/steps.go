@@ -197,23 +197,28 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 	return fmt.Sprintf("%d subscription(s) cancelled, %d customer(s) deleted", subs, custs), nil
 }
 
-// Remaining takes the inventory of the plan's targets again and looks up every row, key and
-// site the plan lists directly, and lists what is left of either. A deleted tenant row hides
-// the keys and rows derived from it from a new inventory, so the plan's own list is always
-// checked too.
+// Remaining takes the inventory of the plan's targets again and, once the plan was executed
+// here, looks up every row, key and site its run removes (backed-up rows, the keys of its
+// scope, its sites) directly, and lists what is left of either. A deleted tenant row hides
+// the keys and rows derived from it from a new inventory, so the run's own list is always
+// checked too; it is never more than the plan (a forged plan's extra rows are not the run's).
 func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]string, error) {
-	return remaining(ctx, b, p, p.Inventory.Stripe.Customers)
+	sc, err := planRunScope(ctx, b.Config.StateDir, p)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	return remaining(ctx, b, p, p.Inventory.Stripe.Customers, sc)
 }
 
 // remaining is Remaining with the Stripe customers that were to be deleted: a run's own
 // (found live and planned), never more than the plan.
-func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customers []billing.Customer) ([]string, error) {
+func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customers []billing.Customer, sc *runScope) ([]string, error) {
 	inv, err := inventory.Run(ctx, inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b},
 		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval, RemoveMemberships: p.RemoveMemberships})
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	rows, keys, sites, err := plannedLeft(ctx, b, p)
+	rows, keys, sites, err := scopeLeft(ctx, b, sc)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
