@@ -56,12 +56,17 @@ type worldOptions struct {
 	mdb        *mariadbtest.Server
 	agentBin   string
 	extraBytes int
+	cf         cfapitest.Options // the Cloudflare API server's options
 }
 
 // newWorld builds a world; cf, when given, configures the Cloudflare API server.
 func newWorld(t *testing.T, backend string, cf ...cfapitest.Options) *world {
 	t.Helper()
-	return newWorldWith(t, worldOptions{backend: backend})
+	o := worldOptions{backend: backend}
+	if len(cf) > 0 {
+		o.cf = cf[0]
+	}
+	return newWorldWith(t, o)
 }
 
 func newWorldWith(t *testing.T, o worldOptions) *world {
@@ -122,11 +127,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		t.Fatal(err)
 	}
 	if backend == "cloudflare" {
-		var o cfapitest.Options
-		if len(cf) > 0 {
-			o = cf[0]
-		}
-		w.cf = cfapitest.New(t, o)
+		w.cf = cfapitest.New(t, o.cf)
 		w.env["CLOUDFLARE_API_TOKEN"] = w.cf.Token()
 		copyToCloudflare(t, seedCfg, w.cf)
 		m["d1"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "database_id": w.cf.DatabaseID, "base_url": w.cf.URL()}}
