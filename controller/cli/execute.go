@@ -210,7 +210,7 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 	if res != nil && res.Run != nil && err != nil {
 		fmt.Fprintf(env.Stdout, "restore %s failed: not everything asked for is back\n", res.Run.ID)
 		for _, l := range res.Lines {
-			fmt.Fprintf(env.Stdout, "  %s\n", esc(l))
+			fmt.Fprintf(env.Stdout, "  %s\n", l)
 		}
 	}
 	if err != nil {
@@ -233,23 +233,9 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "restore %s completed: everything asked for is back and verified\n", res.Run.ID)
 	for _, l := range res.Lines {
-		fmt.Fprintf(env.Stdout, "  %s\n", esc(l))
+		fmt.Fprintf(env.Stdout, "  %s\n", l)
 	}
 	return nil
-}
-
-// esc escapes control characters in text shown to a person (details can carry names and
-// messages from other systems).
-func esc(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r < 0x20 && r != '\t' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			fmt.Fprintf(&b, "\\x%02x", r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // faultHook parses RESETCTL_TEST_FAULT, the fault suite's hook (never set in production):

@@ -403,7 +403,7 @@ func approveResume(ctx context.Context, env *Env, cfg *config.Config, cfgPath, p
 		fmt.Fprintln(env.Stdout, "nothing of the plan is left; the run has only its last steps to do")
 	}
 	for _, l := range left {
-		fmt.Fprintf(env.Stdout, "  left: %s\n", esc(l))
+		fmt.Fprintf(env.Stdout, "  left: %s\n", l)
 	}
 	return nil
 }
