@@ -67,7 +67,7 @@ func (e *Executor) logf(format string, a ...any) {
 
 // Errors the CLI gives hints for.
 var (
-	ErrDrift           = errors.New("the live data holds what the approved plan does not list")
+	ErrDrift           = errors.New("drift: the live data holds what the approved plan does not list")
 	ErrAlreadyExecuted = errors.New("plan was already executed")
 	ErrSpecChanged     = errors.New("the configuration differs from the one the plan was made with")
 	// ErrApproverExecutes: the agents would refuse the approver's own grants anyway.
