@@ -40,8 +40,10 @@ test: deps lint proto-check test-go test-ansible
 # skipping when .tools/npm is missing; TESTRESET_S3 the same for the run store's S3 suite
 # (internal/s3test: versitygw in .tools/bin).
 test-go:
-	TESTRESET_WORKERD=require TESTRESET_S3=require $(GO) test -count=1 -timeout 20m ./...
-	@# go test hides the output of passing packages: show the hostile-input count.
+	@mkdir -p .tools && rm -f .tools/faults-summary.txt
+	TESTRESET_FAULTS_SUMMARY=$(CURDIR)/.tools/faults-summary.txt TESTRESET_WORKERD=require TESTRESET_S3=require $(GO) test -count=1 -timeout 20m ./...
+	@# go test hides the output of passing packages: show the fault suite's and the hostile-input counts.
+	@cat .tools/faults-summary.txt
 	@$(GO) test -count=1 -run '^TestHostileInputs$$' -v ./agent/ | grep -E '^(hostile inputs:|--- FAIL|FAIL)'
 
 test-ansible: build
