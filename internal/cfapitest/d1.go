@@ -194,7 +194,7 @@ func (s *Server) runD1(ctx context.Context, stmts []d1Statement) ([]d1Result, er
 		}
 		var before int64
 		if err := tx.QueryRowContext(ctx, "SELECT total_changes()").Scan(&before); err != nil {
-			return nil, err
+			return nil, timeoutOr(ctx, err)
 		}
 		s.auth.begin(readOnly)
 		res, err := d1.QuerySQLite(ctx, tx, st)
@@ -210,10 +210,10 @@ func (s *Server) runD1(ctx context.Context, stmts []d1Statement) ([]d1Result, er
 		}
 		var after, changes, lastID, pages, pageSize int64
 		if err := tx.QueryRowContext(ctx, "SELECT total_changes(), changes(), last_insert_rowid()").Scan(&after, &changes, &lastID); err != nil {
-			return nil, err
+			return nil, timeoutOr(ctx, err)
 		}
 		if err := tx.QueryRowContext(ctx, "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()").Scan(&pages, &pageSize); err != nil {
-			return nil, err
+			return nil, timeoutOr(ctx, err)
 		}
 		if after == before {
 			changes = 0 // changes() still holds an earlier statement's count
@@ -233,6 +233,9 @@ func (s *Server) runD1(ctx context.Context, stmts []d1Statement) ([]d1Result, er
 		return nil, timeoutOr(ctx, ctx.Err())
 	}
 	if err := tx.Commit(); err != nil {
+		if ctx.Err() != nil {
+			return nil, timeoutOr(ctx, err)
+		}
 		return nil, &sqlError{fmt.Sprintf("%s: %s", sqliteMessage(err), sqliteCodeName(err))}
 	}
 	return out, nil
