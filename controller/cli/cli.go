@@ -49,6 +49,7 @@ func commands() []command {
 		{"execute", "run an approved plan (resumes an interrupted run)", runExecute},
 		{"status", "list runs, or one run's steps", runStatus},
 		{"restore", "roll a run back from its backups", runRestore},
+		{"runs", "the team's runs in the run store; runs prune --older-than 30d", runRuns},
 	}
 }
 

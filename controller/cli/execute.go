@@ -32,7 +32,15 @@ func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 		b.Close()
 		return nil, nil, err
 	}
-	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr}
+	tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	team, err := openTeam(tctx, env, cfg)
+	cancel()
+	if err != nil {
+		j.Close()
+		b.Close()
+		return nil, nil, err
+	}
+	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr, Team: team}
 	if e.Fault, err = faultHook(env.Getenv("RESETCTL_TEST_FAULT")); err != nil {
 		j.Close()
 		b.Close()
@@ -48,10 +56,11 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "execute")
 	cfgPath := fs.String("config", "", "resetctl configuration file")
 	dryRun := fs.Bool("dry-run", false, "print the steps with counts and change nothing")
+	takeOver := fs.Bool("take-over", false, "take over the expired leases of a dead run on the same targets (recorded)")
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
-	p, err := plan.Read(fs.Arg(0))
+	p, err := readPlanArg(ctx, env, *cfgPath, fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -60,6 +69,7 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer closeAll()
+	e.TakeOver = *takeOver
 	res, err := e.Execute(ctx, p, *dryRun)
 	if err != nil {
 		switch {
@@ -90,7 +100,11 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 		case errors.Is(err, execute.ErrGuard):
 			return withHint(err, "nothing was changed; the guards are evaluated again from live data and this config at every execute")
 		case errors.Is(err, execute.ErrAlreadyExecuted):
-			return withHint(err, "see 'resetctl status --config %s'", *cfgPath)
+			return withHint(err, "see 'resetctl status --config %s' and 'resetctl runs --config %s'", *cfgPath, *cfgPath)
+		case errors.Is(err, execute.ErrRunElsewhere):
+			return withHint(err, "one run per plan: see 'resetctl runs --config %s'", *cfgPath)
+		case isHeld(err):
+			return heldHint(err)
 		case errors.As(err, new(*execute.DiskFullError)):
 			var df *execute.DiskFullError
 			errors.As(err, &df)
@@ -188,6 +202,7 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 	cfgPath := fs.String("config", "", "resetctl configuration file")
 	only := fs.String("only", "", "comma-separated parts to restore: d1,kv,sites (default all)")
 	approval := fs.String("approval", "", "plan file with fresh restore grants from 'resetctl approve --restore RUN'")
+	takeOver := fs.Bool("take-over", false, "take over the expired leases of a dead run on the same targets (recorded)")
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
@@ -206,6 +221,7 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer closeAll()
+	e.TakeOver = *takeOver
 	res, err := e.Restore(ctx, fs.Arg(0), parts, *approval)
 	if res != nil && res.Run != nil && err != nil {
 		fmt.Fprintf(env.Stdout, "restore %s failed: not everything asked for is back\n", res.Run.ID)
@@ -214,6 +230,9 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	if err != nil {
+		if isHeld(err) {
+			return heldHint(err)
+		}
 		if errors.As(err, new(*execute.DiskFullError)) {
 			return withHint(err, "free space on the disk of the state folder, then run the same restore again")
 		}

@@ -88,6 +88,10 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 	if err := plan.Write(path, p); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
+	team, err := publishPlan(ctx, env, cfg, p)
+	if err != nil {
+		return fmt.Errorf("plan %s written to %s, but not to the run store: %w", p.ID(), path, err)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
@@ -108,7 +112,11 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 		return withHint(&exitError{code: 1, msg: "plan has blocked targets or errors: it cannot be approved"},
 			"remove the blocked targets (or fix the errors) and run inventory again")
 	}
-	fmt.Fprintf(env.Stderr, "resetctl: next: a second operator runs 'resetctl approve --config THEIR_CONFIG %s'\n", path)
+	if team.Shared {
+		fmt.Fprintf(env.Stderr, "resetctl: next: a second operator runs 'resetctl approve --config THEIR_CONFIG %s' (the plan is in %s)\n", p.ID(), team.Store)
+	} else {
+		fmt.Fprintf(env.Stderr, "resetctl: next: a second operator runs 'resetctl approve --config THEIR_CONFIG %s'\n", path)
+	}
 	return nil
 }
 
@@ -253,7 +261,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	path := fs.Arg(0)
-	p, err := plan.Read(path)
+	p, err := readPlanArg(ctx, env, *cfgPath, path)
 	if err != nil {
 		return err
 	}
@@ -274,7 +282,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 			}
 			return err
 		}
-		if err := plan.Write(path, p); err != nil {
+		if err := savePlan(ctx, env, cfg, path, p); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stdout, "restore of run %s approved by %s until %s (%d grants)\n", *restoreRun, p.RestoreApproval.Identity,
@@ -338,7 +346,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 		}
 		return err
 	}
-	if err := plan.Write(path, p); err != nil {
+	if err := savePlan(ctx, env, cfg, path, p); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "plan %s approved by %s until %s (%d grants)\n", p.ID(), p.Approval.Identity,
@@ -419,7 +427,7 @@ func runVerify(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := plan.Read(fs.Arg(0))
+	p, err := readPlanArg(ctx, env, *cfgPath, fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -458,10 +466,11 @@ func runVerify(ctx context.Context, env *Env, args []string) error {
 func runShow(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "show")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	cfgPath := fs.String("config", "", "look a plan id up in this configuration's run store")
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
-	p, err := plan.Read(fs.Arg(0))
+	p, err := readPlanArg(ctx, env, *cfgPath, fs.Arg(0))
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/kv"
+	"github.com/prego/testreset/controller/runstore"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -65,6 +66,11 @@ type Artifact struct {
 	Bytes    int64     `json:"bytes"`
 	Time     time.Time `json:"time"`
 	Operator string    `json:"operator"`
+	// Sealed: the artifact lives encrypted (age) in the run store under File, which is then
+	// its key; SHA256 and Bytes are the plaintext's. FileName and StartedAt are the agent's.
+	Sealed    *runstore.Sealed `json:"sealed,omitempty"`
+	FileName  string           `json:"file_name,omitempty"`
+	StartedAt time.Time        `json:"started_at,omitzero"`
 }
 
 var manifestMu sync.Mutex

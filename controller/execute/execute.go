@@ -23,6 +23,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/runs"
 )
 
 // Executor carries what execute and restore need.
@@ -42,6 +43,11 @@ type Executor struct {
 	// journalled) and "after:STEP" (journalled), for execute and restore steps alike. The
 	// fault suite uses it to kill or stop the process at exactly that point.
 	Fault func(point string)
+	// Team, when set, is the run store: leases on the targets, the run's record and
+	// journal events, and (shared stores) the backups. TakeOver replaces expired leases.
+	Team     *runs.Team
+	TakeOver bool
+	synced   map[string]string // store key -> sha256 of what syncRun last sent
 
 	inv *inventory.Inventory // taken at the start of this execution
 }

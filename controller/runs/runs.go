@@ -47,9 +47,10 @@ type Team struct {
 	identityFile string
 }
 
-// Open opens the store the config names. With s3 it makes one request, so wrong
-// credentials, a missing bucket or an unreachable endpoint fail here.
-func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Team, error) {
+// Open opens the store the config names, reading the bucket's credentials with getenv (nil:
+// os.Getenv). With s3 it makes one request, so wrong credentials, a missing bucket or an
+// unreachable endpoint fail here.
+func Open(ctx context.Context, cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Team, error) {
 	t := &Team{identityFile: cfg.Store.Encryption.Identity}
 	if len(cfg.Store.Encryption.Recipients) > 0 {
 		rs, err := runstore.ParseRecipients(cfg.Store.Encryption.Recipients)
@@ -71,7 +72,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Team, err
 			Endpoint: cfg.Store.S3.Endpoint, Bucket: cfg.Store.S3.Bucket, Prefix: cfg.Store.S3.Prefix,
 			Region: cfg.Store.S3.Region, PartSize: cfg.Store.S3.PartSizeMiB << 20,
 		}
-		if err := c.CredentialsFromEnv(); err != nil {
+		if err := c.CredentialsFromEnv(getenv); err != nil {
 			return nil, err
 		}
 		st, err := s3store.New(c)

@@ -49,7 +49,7 @@ func teams(t *testing.T, recipients []string, identity string) map[string]func(t
 			cfg.Store.Backend = "local"
 			cfg.Store.Encryption.Recipients = recipients
 			cfg.Store.Encryption.Identity = identity
-			tm, err := runs.Open(testCtx(t), cfg, nil)
+			tm, err := runs.Open(testCtx(t), cfg, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +66,7 @@ func teams(t *testing.T, recipients []string, identity string) map[string]func(t
 			cfg.Store = config.Store{Backend: "s3", LeaseTTL: time.Minute,
 				S3:         config.S3{Endpoint: srv.Endpoint, Bucket: bucket, Prefix: "team", Region: s3test.Region, PartSizeMiB: 5},
 				Encryption: config.Encryption{Recipients: recipients, Identity: identity}}
-			tm, err := runs.Open(testCtx(t), cfg, nil)
+			tm, err := runs.Open(testCtx(t), cfg, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

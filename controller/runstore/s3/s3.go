@@ -63,11 +63,15 @@ type Config struct {
 }
 
 // CredentialsFromEnv fills the credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
-// AWS_SESSION_TOKEN, and fails when the first two are not set.
-func (c *Config) CredentialsFromEnv() error {
-	c.AccessKeyID = os.Getenv(EnvAccessKeyID)
-	c.SecretAccessKey = os.Getenv(EnvSecretAccessKey)
-	c.SessionToken = os.Getenv(EnvSessionToken)
+// AWS_SESSION_TOKEN as getenv (nil: os.Getenv) reads them, and fails when the first two are
+// not set.
+func (c *Config) CredentialsFromEnv(getenv func(string) string) error {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c.AccessKeyID = getenv(EnvAccessKeyID)
+	c.SecretAccessKey = getenv(EnvSecretAccessKey)
+	c.SessionToken = getenv(EnvSessionToken)
 	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
 		return fmt.Errorf("s3 store: %s and %s must be set in the environment", EnvAccessKeyID, EnvSecretAccessKey)
 	}

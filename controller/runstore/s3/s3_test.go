@@ -149,12 +149,12 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	t.Setenv(s3store.EnvAccessKeyID, "")
 	t.Setenv(s3store.EnvSecretAccessKey, "")
 	var c s3store.Config
-	if err := c.CredentialsFromEnv(); err == nil || !strings.Contains(err.Error(), s3store.EnvAccessKeyID) {
+	if err := c.CredentialsFromEnv(nil); err == nil || !strings.Contains(err.Error(), s3store.EnvAccessKeyID) {
 		t.Errorf("CredentialsFromEnv without variables: %v", err)
 	}
 	t.Setenv(s3store.EnvAccessKeyID, "AK")
 	t.Setenv(s3store.EnvSecretAccessKey, "SK")
-	if err := c.CredentialsFromEnv(); err != nil || c.AccessKeyID != "AK" || c.SecretAccessKey != "SK" {
+	if err := c.CredentialsFromEnv(nil); err != nil || c.AccessKeyID != "AK" || c.SecretAccessKey != "SK" {
 		t.Errorf("CredentialsFromEnv: %v %+v", err, c)
 	}
 }

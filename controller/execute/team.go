@@ -1,0 +1,512 @@
+package execute
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/lease"
+	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/runs"
+	"github.com/prego/testreset/controller/runstore"
+	agentv1 "github.com/prego/testreset/proto/agent/v1"
+)
+
+// ErrRunElsewhere: the plan's run is recorded in the run store by another machine.
+var ErrRunElsewhere = errors.New("plan was executed from another machine")
+
+// LeaseTargets are what a run of p works on: its targets, the tenants its e-mails reach,
+// and its sites. Two runs whose lists overlap never run at the same time.
+func LeaseTargets(p *plan.Plan) []lease.Target {
+	var out []lease.Target
+	for _, t := range p.Targets {
+		switch t.Kind {
+		case "email":
+			out = append(out, lease.Email(t.Value))
+		case "tenant":
+			out = append(out, lease.Tenant(t.Value))
+		}
+	}
+	if p.Inventory != nil {
+		for _, tr := range p.Inventory.Targets {
+			for _, tn := range tr.Tenants {
+				out = append(out, lease.Tenant(tn))
+			}
+		}
+		for _, tn := range p.Inventory.Tenants {
+			if tn.ID != "" {
+				out = append(out, lease.Tenant(tn.ID))
+			}
+		}
+		for _, s := range p.Inventory.Sites {
+			if s.Host != "" && s.Name != "" {
+				out = append(out, lease.Site(s.Host, s.Name))
+			}
+		}
+	}
+	return out
+}
+
+// teamRun is a run as the team sees it: its lease on the targets, its record and its
+// journal events in the run store. Every method is a no-op without a team (tests that
+// build an Executor by hand).
+type teamRun struct {
+	e     *Executor
+	team  *runs.Team
+	lease lease.Lease
+	rec   runs.Record
+	// lost is set when the lease was lost: the run stops before its next step.
+	taken []lease.Info
+}
+
+// teamBegin takes the lease on p's targets for action (execute or restore). It refuses
+// while another run, from any machine, holds one of them, and refuses an execute of a
+// plan whose run another machine recorded.
+func (e *Executor) teamBegin(ctx context.Context, p *plan.Plan, action, runID string) (*teamRun, error) {
+	tr := &teamRun{e: e, team: e.Team}
+	if e.Team == nil {
+		return tr, nil
+	}
+	if action == "execute" {
+		if err := e.checkRunElsewhere(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	host, _ := os.Hostname()
+	l, err := e.Team.Locker.Acquire(ctx, lease.Request{
+		Targets:  LeaseTargets(p),
+		Holder:   lease.Holder{Name: e.operator(), Run: runID, Machine: host, PID: os.Getpid(), Action: action + " of plan " + p.ID()},
+		TakeOver: e.TakeOver,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", p.ID(), err)
+	}
+	tr.lease = l
+	tr.taken = l.TakenOver()
+	for _, t := range tr.taken {
+		e.logf("took over the expired lease of %s on %s (run %s on %s, expired %s)", t.Holder.Name, t.Target, t.Holder.Run, t.Holder.Machine, t.Expires.UTC().Format(time.RFC3339))
+	}
+	return tr, nil
+}
+
+// checkRunElsewhere refuses a plan that has a run in the store this machine's journal does
+// not know: executing it again here would start a second run of the same plan.
+func (e *Executor) checkRunElsewhere(ctx context.Context, p *plan.Plan) error {
+	if !e.Team.Shared {
+		return nil // the store is this machine's state_dir: the journal knows every run
+	}
+	all, err := e.Team.Runs(ctx)
+	if err != nil {
+		return fmt.Errorf("run store: %w", err)
+	}
+	for _, r := range all {
+		if r.Kind != "execute" || r.PlanSHA256 != p.PlanSHA256 {
+			continue
+		}
+		if _, err := e.J.Run(ctx, r.ID); err == nil {
+			continue // ours: resume as usual
+		}
+		if r.State == runs.Completed {
+			return fmt.Errorf("%w as run %s by %s on %s", ErrAlreadyExecuted, r.ID, r.Operator, r.Machine)
+		}
+		return fmt.Errorf("%w: run %s by %s on %s is %s; resume it there, or restore it with 'resetctl restore %s'", ErrRunElsewhere, r.ID, r.Operator, r.Machine, r.State, r.ID)
+	}
+	return nil
+}
+
+// started records the run (new or resumed) in the store.
+func (tr *teamRun) started(ctx context.Context, p *plan.Plan, run *journal.Run, of string) error {
+	if tr.team == nil {
+		return nil
+	}
+	host, _ := os.Hostname()
+	now := tr.e.now().UTC()
+	tr.rec = runs.Record{ID: run.ID, Kind: run.Kind, PlanID: p.ID(), PlanSHA256: p.PlanSHA256, Of: of,
+		Operator: run.Operator, Approver: run.Approver, Machine: host, State: runs.Running,
+		StartedAt: run.StartedAt.UTC(), UpdatedAt: now}
+	for _, t := range LeaseTargets(p) {
+		tr.rec.Targets = append(tr.rec.Targets, t.String())
+	}
+	sort.Strings(tr.rec.Targets)
+	tr.rec.Targets = compactStrings(tr.rec.Targets)
+	if err := tr.team.SaveRun(ctx, tr.rec); err != nil {
+		return err
+	}
+	if err := tr.team.PutPlan(ctx, p); err != nil {
+		return err
+	}
+	for _, t := range tr.taken {
+		detail := fmt.Sprintf("took over the expired lease of %s on %s (run %s on %s, expired %s)", t.Holder.Name, t.Target, t.Holder.Run, t.Holder.Machine, t.Expires.UTC().Format(time.RFC3339))
+		if _, err := tr.team.AppendEvent(ctx, run.ID, runs.Event{Step: "take-over", Status: "done", Detail: detail, Time: now, By: run.Operator}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func compactStrings(s []string) []string {
+	var out []string
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// check stops the run when its lease was lost (taken over after expiry, or unrenewable).
+func (tr *teamRun) check(ctx context.Context) error {
+	if tr.lease == nil {
+		return nil
+	}
+	if err := tr.lease.Check(ctx); err != nil {
+		return fmt.Errorf("run %s: %w; stopping before the next step", tr.rec.ID, err)
+	}
+	return nil
+}
+
+// event appends a step event to the run's journal in the store.
+func (tr *teamRun) event(ctx context.Context, runID, step, status, detail string, stepErr error) error {
+	if tr.team == nil {
+		return nil
+	}
+	ev := runs.Event{Step: step, Status: status, Detail: detail, Time: tr.e.now().UTC(), By: tr.e.operator()}
+	if stepErr != nil {
+		ev.Error = stepErr.Error()
+	}
+	if _, err := tr.team.AppendEvent(ctx, runID, ev); err != nil {
+		return fmt.Errorf("run %s: journal event in the store: %w", runID, err)
+	}
+	return nil
+}
+
+// finish records the run's state and gives the lease back.
+func (tr *teamRun) finish(ctx context.Context, state string, runErr error) {
+	if tr.team == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	if tr.rec.ID != "" {
+		now := tr.e.now().UTC()
+		tr.rec.State, tr.rec.UpdatedAt = state, now
+		tr.rec.Error = ""
+		if runErr != nil {
+			tr.rec.Error = firstLine(runErr.Error())
+		}
+		if state == runs.Completed {
+			tr.rec.FinishedAt = now
+		}
+		if err := tr.team.SaveRun(ctx, tr.rec); err != nil {
+			tr.e.logf("warning: run %s: record in the store: %v", tr.rec.ID, err)
+		}
+	}
+	tr.release(ctx)
+}
+
+func (tr *teamRun) release(ctx context.Context) {
+	if tr.lease != nil {
+		if err := tr.lease.Release(context.WithoutCancel(ctx)); err != nil {
+			tr.e.logf("warning: release lease: %v", err)
+		}
+		tr.lease = nil
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// sealedSites reports whether site backups go sealed into a shared store.
+func (e *Executor) sealedSites() bool { return e.Team != nil && e.Team.Shared }
+
+// backupSiteSealed streams a site's backup from the agent into the run store, encrypted
+// to the team's recipients, with nothing staged on local disk. The manifest records each
+// artifact's plaintext sha256 and size (what the agent vouches for) and the sealed
+// object's key and ciphertext sha256 and size. A backup already in the manifest is checked
+// in the store and kept, never replaced.
+func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journal.Run, host, site string) (string, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return "", err
+	}
+	var mine []Artifact
+	for _, a := range m.Artifacts {
+		if a.Site == site && a.Host == host && a.Sealed != nil {
+			mine = append(mine, a)
+		}
+	}
+	if len(mine) > 0 {
+		if err := e.verifySealed(ctx, mine); err != nil {
+			return "", fmt.Errorf("backup %s on %s: already in the manifest but %w", site, host, err)
+		}
+		return fmt.Sprintf("already backed up (%d artifact(s) in the manifest, verified in %s)", len(mine), e.Team.Store), nil
+	}
+	client, err := e.B.Agents.Agent(host)
+	if err != nil {
+		return "", err
+	}
+	stream, err := client.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: site, PlanId: run.ID})
+	if err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	}
+	prefix := "backups/" + run.ID + "/" + filepath.ToSlash(siteDir(host, site)) + "/"
+	arts, err := e.Team.ReceiveSite(ctx, stream, host, prefix, e.Progress)
+	if err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	}
+	var list []Artifact
+	var total int64
+	for _, a := range arts {
+		s := a.Sealed
+		list = append(list, Artifact{File: a.Key, Kind: a.Kind, Site: site, Host: host, SHA256: a.PlainSHA256, Bytes: a.PlainBytes,
+			Time: e.now().UTC(), Operator: run.Operator, Sealed: &s, FileName: a.FileName, StartedAt: a.StartedAt})
+		total += a.PlainBytes
+	}
+	if err := e.addArtifacts(dir, run, list...); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s and %s, %d bytes, sha256 verified, encrypted into %s", list[0].File, list[1].File, total, e.Team.Store), nil
+}
+
+// verifySealed checks sealed artifacts in the store: the ciphertext's sha256 and size
+// always; with this operator's age identity (store.encryption.identity) also the
+// decrypted plaintext against the manifest.
+func (e *Executor) verifySealed(ctx context.Context, arts []Artifact) error {
+	if e.Team == nil {
+		return errors.New("the manifest lists artifacts in a run store, and no run store is configured")
+	}
+	ids, idErr := e.Team.Identities()
+	for _, a := range arts {
+		if a.Sealed == nil {
+			continue
+		}
+		if idErr == nil {
+			if err := runstore.VerifySealed(ctx, e.Team.Store, *a.Sealed, ids); err != nil {
+				return fmt.Errorf("artifact %s: %w", a.File, err)
+			}
+			continue
+		}
+		rc, err := e.Team.Store.Get(ctx, a.Sealed.Key)
+		if err != nil {
+			return fmt.Errorf("artifact %s: %w", a.File, err)
+		}
+		_, err = io.Copy(io.Discard, runstore.Verifying(rc, a.Sealed.CipherSHA256, a.Sealed.CipherBytes))
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("artifact %s: %w", a.File, err)
+		}
+	}
+	return nil
+}
+
+// sealedIndex lists the run-folder files kept sealed in the store (file -> sealed object).
+const sealedIndex = "sealed.json"
+
+// sensitive reports whether a run-folder file holds customer data (D1 rows, KV values):
+// those go into a shared store only encrypted.
+func sensitive(rel string) bool {
+	base := filepath.Base(rel)
+	return strings.HasSuffix(base, ".json") && (strings.HasPrefix(base, "d1") || strings.HasPrefix(base, "kv"))
+}
+
+// syncRun copies the run's folder (plan, manifest, scope, D1 and KV backups sealed) and its
+// change record into a shared store, so every operator can see, verify and restore the run.
+// Site artifacts are already there (backupSiteSealed). Files unchanged since the last sync
+// of this process are skipped.
+func (e *Executor) syncRun(ctx context.Context, runID string) error {
+	if !e.sealedSites() {
+		return nil
+	}
+	if e.synced == nil {
+		e.synced = map[string]string{}
+	}
+	dir := e.RunDir(runID)
+	index := map[string]runstore.Sealed{}
+	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+sealedIndex); err == nil {
+		if err := json.Unmarshal(b, &index); err != nil {
+			return fmt.Errorf("run %s: %s in the store: %w", runID, sealedIndex, err)
+		}
+	} else if !errors.Is(err, runstore.ErrNotFound) {
+		return err
+	}
+	type file struct{ path, key string }
+	var files []file
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel == "sites" || strings.HasPrefix(d.Name(), ".") && rel != "." {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), ".") || rel == sealedIndex || !d.Type().IsRegular() {
+			return nil
+		}
+		files = append(files, file{path, "backups/" + runID + "/" + rel})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("run %s: %w", runID, err)
+	}
+	for _, ext := range []string{".md", ".json"} {
+		p := filepath.Join(e.StateDir, "records", runID+ext)
+		if _, err := os.Stat(p); err == nil {
+			files = append(files, file{p, "records/" + runID + ext})
+		}
+	}
+	changedIndex := false
+	for _, f := range files {
+		sum, _, err := sha256File(f.path)
+		if err != nil {
+			return err
+		}
+		if e.synced[f.key] == sum {
+			continue
+		}
+		in, err := os.Open(f.path)
+		if err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(f.key, "backups/"+runID+"/")
+		if strings.HasPrefix(f.key, "backups/") && sensitive(rel) {
+			s, err := runstore.PutSealed(ctx, e.Team.Store, f.key+".age", in, e.Team.Recipients)
+			in.Close()
+			if err != nil {
+				return fmt.Errorf("run %s: %w", runID, err)
+			}
+			index[rel] = s
+			changedIndex = true
+		} else {
+			_, err := e.Team.Store.Put(ctx, f.key, in)
+			in.Close()
+			if err != nil {
+				return fmt.Errorf("run %s: %w", runID, err)
+			}
+		}
+		e.synced[f.key] = sum
+	}
+	if changedIndex {
+		b, err := json.MarshalIndent(index, "", "  ")
+		if err != nil {
+			return err
+		}
+		if _, err := e.Team.Store.Put(ctx, "backups/"+runID+"/"+sealedIndex, bytes.NewReader(b)); err != nil {
+			return fmt.Errorf("run %s: %w", runID, err)
+		}
+	}
+	return nil
+}
+
+// fetchRun brings a run recorded in a shared store to this machine for restore or verify:
+// its folder (plan, manifest, scope; D1 and KV backups decrypted with this operator's age
+// identity and checked against the manifest) into state_dir, and its record into the
+// journal. Site artifacts stay in the store; restore streams them from there.
+func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, error) {
+	if !e.sealedSites() {
+		return nil, journal.ErrNotFound
+	}
+	rec, err := e.Team.Run(ctx, runID)
+	if err != nil {
+		if errors.Is(err, runstore.ErrNotFound) {
+			return nil, fmt.Errorf("run %s: %w (not in this journal, nor in %s)", runID, journal.ErrNotFound, e.Team.Store)
+		}
+		return nil, err
+	}
+	ids, err := e.Team.Identities()
+	if err != nil {
+		return nil, err
+	}
+	index := map[string]runstore.Sealed{}
+	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+sealedIndex); err == nil {
+		if err := json.Unmarshal(b, &index); err != nil {
+			return nil, fmt.Errorf("run %s: %s: %w", runID, sealedIndex, err)
+		}
+	} else if !errors.Is(err, runstore.ErrNotFound) {
+		return nil, err
+	}
+	dir := e.RunDir(runID)
+	prefix := "backups/" + runID + "/"
+	var keys []string
+	if err := e.Team.Store.List(ctx, prefix, func(o runstore.Object) error {
+		rel := strings.TrimPrefix(o.Key, prefix)
+		if strings.HasPrefix(rel, "sites/") || rel == sealedIndex || strings.HasSuffix(rel, ".age") {
+			return nil
+		}
+		keys = append(keys, o.Key)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	write := func(rel string, r io.Reader) error {
+		path := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return fmt.Errorf("run %s: %s: %w", runID, rel, err)
+		}
+		return plan.WriteFileAtomic(path, b, 0o600)
+	}
+	for _, k := range keys {
+		rc, err := e.Team.Store.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		err = write(strings.TrimPrefix(k, prefix), rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	for rel, s := range index {
+		rc, err := runstore.OpenSealed(ctx, e.Team.Store, s, ids)
+		if err != nil {
+			return nil, fmt.Errorf("run %s: %s: %w", runID, rel, err)
+		}
+		err = write(rel, rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The manifest lists the plaintext sha256 of every D1 and KV backup: check them now.
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	var local []Artifact
+	for _, a := range m.Artifacts {
+		if a.Sealed == nil {
+			local = append(local, a)
+		}
+	}
+	if len(local) > 0 {
+		if err := verifyManifest(dir, &Manifest{Artifacts: local}); err != nil {
+			return nil, fmt.Errorf("run %s fetched from %s: %w", runID, e.Team.Store, err)
+		}
+	}
+	run := &journal.Run{ID: rec.ID, Kind: rec.Kind, PlanSHA256: rec.PlanSHA256, Operator: rec.Operator, Approver: rec.Approver,
+		Status: journal.Completed, StartedAt: rec.StartedAt, FinishedAt: rec.FinishedAt}
+	if rec.State != runs.Completed {
+		run.Status = journal.Failed
+	}
+	e.logf("run %s fetched from %s (made by %s on %s)", runID, e.Team.Store, rec.Operator, rec.Machine)
+	return run, nil
+}
