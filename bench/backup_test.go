@@ -23,14 +23,18 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/artifacts"
+	"github.com/prego/testreset/controller/runs"
+	s3store "github.com/prego/testreset/controller/runstore/s3"
 	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/s3test"
 	"github.com/prego/testreset/internal/testpki"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
@@ -40,6 +44,9 @@ import (
 const defaultDataMiB = 1024
 
 const site = "big.example.test"
+
+// s3srv is the S3 server the bucket arm writes to.
+var s3srv s3test.Shared
 
 // rounds of (direct, agent) backups; the best time of each side counts.
 const rounds = 2
@@ -173,15 +180,62 @@ func BenchmarkBackup(b *testing.B) {
 		}
 		return secs
 	}
+	// (c) the same backup streamed into a bucket on a real S3 server (versitygw on loopback),
+	// encrypted with age on the way, as resetctl does with store.backend s3; the controller
+	// (this process) is sampled for its peak RSS during (b) and (c).
+	srv := s3srv.Get(b)
+	b.Cleanup(s3srv.Close)
+	bucketStore, err := s3store.New(srv.Config(srv.NewBucket(b)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ageID, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	team := &runs.Team{Store: bucketStore, Shared: true, Recipients: []age.Recipient{ageID.Recipient()}}
+	var ctlLocalPeak, ctlBucketPeak, bucketBytes, ctlBase int64
+	runBucket := func(round int) float64 {
+		runtime.GC()
+		if n, err := procStatus(os.Getpid(), "VmRSS"); err == nil {
+			ctlBase = max(ctlBase, n)
+		}
+		sampler := sampleRSSOf(os.Getpid())
+		t0 := time.Now()
+		stream, err := client.BackupSite(ctx, &agentv1.BackupSiteRequest{Site: site, PlanId: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sealed, err := team.ReceiveSite(ctx, stream, agenttest.DefaultHost, fmt.Sprintf("backups/bench-%d/", round), nil)
+		if err != nil {
+			b.Fatalf("backup into the bucket: %v\nagent log:\n%s\nserver log:\n%s", err, agent.logTail(), srv.Log())
+		}
+		secs := time.Since(t0).Seconds()
+		ctlBucketPeak = max(ctlBucketPeak, sampler())
+		bucketBytes = 0
+		for _, a := range sealed {
+			bucketBytes += a.CipherBytes
+		}
+		if round > 0 {
+			for _, a := range sealed {
+				_ = bucketStore.Delete(ctx, strings.Replace(a.Key, fmt.Sprintf("bench-%d", round), fmt.Sprintf("bench-%d", round-1), 1))
+			}
+		}
+		return secs
+	}
 	// Alternating rounds, best of each: neither side profits from running second.
 	b.ResetTimer()
-	directSecs, agentSecs := math.Inf(1), math.Inf(1)
+	directSecs, agentSecs, bucketSecs := math.Inf(1), math.Inf(1), math.Inf(1)
 	var times []string
 	for round := 0; round < rounds; round++ {
 		d := runDirect()
+		runtime.GC()
+		ctlSampler := sampleRSSOf(os.Getpid())
 		a := runAgent(round)
-		times = append(times, fmt.Sprintf("direct %.1f s, agent %.1f s", d, a))
-		directSecs, agentSecs = min(directSecs, d), min(agentSecs, a)
+		ctlLocalPeak = max(ctlLocalPeak, ctlSampler())
+		k := runBucket(round)
+		times = append(times, fmt.Sprintf("direct %.1f s, agent %.1f s, bucket %.1f s", d, a, k))
+		directSecs, agentSecs, bucketSecs = min(directSecs, d), min(agentSecs, a), min(bucketSecs, k)
 	}
 	b.StopTimer()
 	// The ceiling: mariadb-dump alone into /dev/null.
@@ -218,6 +272,11 @@ func BenchmarkBackup(b *testing.B) {
 	b.ReportMetric(ratio, "ratio")
 	b.ReportMetric(peakMiB, "agent-peak-RSS-MiB")
 	b.ReportMetric(mib/bareSecs, "dump-only-MiB/s")
+	bucketRate := mib / bucketSecs
+	bucketRatio := bucketRate / agentRate
+	b.ReportMetric(bucketRate, "bucket-MiB/s")
+	b.ReportMetric(bucketRatio, "bucket/local-ratio")
+	b.ReportMetric(float64(ctlBucketPeak)/(1<<20), "controller-peak-RSS-bucket-MiB")
 	b.ReportMetric(0, "ns/op")
 	verdict := func(ok bool) string {
 		if ok {
@@ -234,6 +293,9 @@ func BenchmarkBackup(b *testing.B) {
 		mib, float64(dumpBytes)/(1<<20), float64(directSize)/(1<<20), float64(dumpBytes)/float64(directSize), float64(dbArtifact)/(1<<20), runtime.NumCPU(),
 		directSecs, directRate, agentSecs, agentRate, bareSecs, mib/bareSecs, ratio, verdict(ratio >= 0.9), peakMiB, verdict(peakMiB < 64),
 		rounds, strings.Join(times, "; "))
+	fmt.Printf("  into the bucket (age-encrypted, multipart to versitygw on loopback): %.1f s, %.1f MiB/s, %.0f MiB stored;\n"+
+		"    bucket / local folder: %.2f; controller (this process) peak RSS %.1f MiB into the bucket, %.1f MiB into the folder (%.1f MiB before)\n",
+		bucketSecs, bucketRate, float64(bucketBytes)/(1<<20), bucketRatio, float64(ctlBucketPeak)/(1<<20), float64(ctlLocalPeak)/(1<<20), float64(ctlBase)/(1<<20))
 }
 
 // fill adds wide Frappe-like tables to db until the InnoDB data of the schema is at least
@@ -416,7 +478,11 @@ func (p *agentProc) logTail() string {
 
 // sampleRSS polls the agent's resident set every 20 ms until the returned function is
 // called, which gives the largest value seen (VmHWM is read too; this is a cross-check).
-func (p *agentProc) sampleRSS() func() int64 {
+func (p *agentProc) sampleRSS() func() int64 { return sampleRSSOf(p.cmd.Process.Pid) }
+
+// sampleRSSOf polls a process's resident set every 20 ms until the returned function is
+// called, which gives the largest value seen.
+func sampleRSSOf(pid int) func() int64 {
 	stop := make(chan struct{})
 	var mu sync.Mutex
 	var peak int64
@@ -427,7 +493,7 @@ func (p *agentProc) sampleRSS() func() int64 {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if n, err := procStatus(p.cmd.Process.Pid, "VmRSS"); err == nil {
+			if n, err := procStatus(pid, "VmRSS"); err == nil {
 				mu.Lock()
 				peak = max(peak, n)
 				mu.Unlock()

@@ -159,6 +159,12 @@ func runStatus(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(pos) == 1 {
+		// A run of another machine: its record and journal events are in the run store.
+		if handled, err := statusFromStore(ctx, env, cfg, pos[0], *asJSON); handled {
+			return err
+		}
+	}
 	if _, err := os.Stat(cfg.StateDir); err != nil {
 		return withHint(fmt.Errorf("no state folder %s", cfg.StateDir), "nothing was executed with this config yet")
 	}

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/prego/testreset/controller/config"
+	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/runs"
@@ -168,17 +168,9 @@ func age(d time.Duration) string {
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
-// printable escapes control characters (and tabs, which would break the table) in text
-// that came from a store or a file written by someone else.
-func printable(s string) string {
-	for _, r := range s {
-		if !unicode.IsGraphic(r) {
-			q := strconv.QuoteToGraphic(s)
-			return q[1 : len(q)-1]
-		}
-	}
-	return s
-}
+// printable escapes control characters and tabs (which would break a table) in text that
+// came from a store or a file written by someone else.
+func printable(s string) string { return strings.ReplaceAll(esc(s), "\t", `\t`) }
 
 // readPlanArg reads a plan given as a file, or as a plan id from the config's run store
 // (so an approver or an operator on another machine needs no file passed by hand).
@@ -229,4 +221,56 @@ func savePlan(ctx context.Context, env *Env, cfg *config.Config, arg string, p *
 		return fmt.Errorf("plan %s: %w", p.ID(), err)
 	}
 	return nil
+}
+
+// statusFromStore prints a run that this machine's journal does not know from a shared run
+// store: its record and its journal events. handled is false when the local journal
+// should answer (local store, or a run of this machine).
+func statusFromStore(ctx context.Context, env *Env, cfg *config.Config, id string, asJSON bool) (handled bool, err error) {
+	if cfg.Store.Backend != "s3" {
+		return false, nil
+	}
+	if _, err := os.Stat(cfg.StateDir); err == nil {
+		j, err := journal.Open(cfg.StateDir)
+		if err == nil {
+			_, rerr := j.Run(ctx, id)
+			j.Close()
+			if rerr == nil {
+				return false, nil
+			}
+		}
+	}
+	team, err := openTeam(ctx, env, cfg)
+	if err != nil {
+		return true, err
+	}
+	r, err := team.Run(ctx, id)
+	if err != nil {
+		if errors.Is(err, runstore.ErrNotFound) {
+			return true, withHint(fmt.Errorf("run %s: not in this journal, nor in %s", id, team.Store), "list runs with 'resetctl runs --config %s'", cfg.Path)
+		}
+		return true, err
+	}
+	evs, err := team.Events(ctx, id)
+	if err != nil {
+		return true, err
+	}
+	if asJSON {
+		return true, json.NewEncoder(env.Stdout).Encode(map[string]any{"run": r, "events": evs})
+	}
+	fmt.Fprintf(env.Stdout, "run %s (%s) %s: operator %s, approver %s, on %s, started %s (from %s)\n", printable(r.ID), printable(r.Kind), printable(r.State),
+		printable(r.Operator), printable(r.Approver), printable(r.Machine), r.StartedAt.Format(time.RFC3339), team.Store)
+	if r.Error != "" {
+		fmt.Fprintf(env.Stdout, "error: %s\n", printable(r.Error))
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tTIME\tSTEP\tSTATUS\tDETAIL")
+	for _, e := range evs {
+		detail := e.Detail
+		if e.Error != "" {
+			detail = "error: " + e.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), printable(e.Step), printable(e.Status), printable(detail))
+	}
+	return true, tw.Flush()
 }

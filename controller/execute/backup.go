@@ -208,6 +208,9 @@ func (e *Executor) backupKV(ctx context.Context, dir string, run *journal.Run, k
 func siteDir(host, site string) string { return filepath.Join("sites", host, site) }
 
 func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run, host, site string) (string, error) {
+	if e.sealedSites() {
+		return e.backupSiteSealed(ctx, dir, run, host, site)
+	}
 	client, err := e.B.Agents.Agent(host)
 	if err != nil {
 		return "", err
@@ -285,15 +288,36 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 }
 
 // verifyBackups re-reads every artifact and checks its sha256 against the manifest.
-func (e *Executor) verifyBackups(dir string) (string, error) {
+func (e *Executor) verifyBackups(ctx context.Context, dir string) (string, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return "", err
 	}
-	if err := verifyManifest(dir, m); err != nil {
+	if err := e.verifyArtifacts(ctx, dir, m); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d artifact(s) verified", len(m.Artifacts)), nil
+}
+
+// verifyArtifacts checks local artifacts on disk and sealed ones in the run store.
+func (e *Executor) verifyArtifacts(ctx context.Context, dir string, m *Manifest) error {
+	var local, sealed []Artifact
+	for _, a := range m.Artifacts {
+		if a.Sealed != nil {
+			sealed = append(sealed, a)
+		} else {
+			local = append(local, a)
+		}
+	}
+	if len(m.Artifacts) == 0 {
+		return errors.New("manifest lists no artifacts")
+	}
+	if len(local) > 0 {
+		if err := verifyManifest(dir, &Manifest{Artifacts: local}); err != nil {
+			return err
+		}
+	}
+	return e.verifySealed(ctx, sealed)
 }
 
 func verifyManifest(dir string, m *Manifest) error {
@@ -301,6 +325,9 @@ func verifyManifest(dir string, m *Manifest) error {
 		return errors.New("manifest lists no artifacts")
 	}
 	for _, a := range m.Artifacts {
+		if a.Sealed != nil {
+			return fmt.Errorf("artifact %s: in the run store, not on disk", a.File)
+		}
 		sum, n, err := sha256File(filepath.Join(dir, a.File))
 		if err != nil {
 			return fmt.Errorf("artifact %s: %w", a.File, err)

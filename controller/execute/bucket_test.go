@@ -146,6 +146,10 @@ func TestBucketFlow(t *testing.T) {
 		t.Fatalf("runs from bob's machine: %+v", list)
 	}
 	run := list[0]["id"].(string)
+	st := w.must("status", "--config", w.bob, run)
+	if !strings.Contains(st, "drop site qa1a.erp.example.test@node1.internal") || !strings.Contains(st, "completed") || !strings.Contains(st, "s3://") {
+		t.Errorf("status of alice's run from bob's machine:\n%s", st)
+	}
 
 	// Everything of the run is in the bucket; customer data only encrypted.
 	keys := strings.Join(bw.keys(""), "\n")
@@ -257,6 +261,7 @@ func TestBucketLeaseRace(t *testing.T) {
 			wins++
 			continue
 		}
+		t.Logf("loser: %s", r.errs)
 		if !strings.Contains(r.errs, "alice@example.test") || !(strings.Contains(r.errs, "held by") || strings.Contains(r.errs, "another machine") || strings.Contains(r.errs, "already executed")) {
 			t.Errorf("loser's message does not name the holder:\n%s", r.errs)
 		}
@@ -274,5 +279,30 @@ func TestBucketLeaseRace(t *testing.T) {
 	}
 	if len(held) > 0 {
 		t.Errorf("leases still held after both executes ended: %v", held)
+	}
+}
+
+// TestBucketWrongCredentials: wrong or missing bucket credentials stop every command that
+// needs the store before anything is done, with a hint.
+func TestBucketWrongCredentials(t *testing.T) {
+	bw := newBucketWorld(t)
+	w := bw.world
+	before := w.snapshot()
+	w.env[s3store.EnvSecretAccessKey] = "wrong"
+	for _, args := range [][]string{
+		{"runs", "--config", w.bob},
+		{"inventory", "--config", w.alice, "--email", "qa1@example.test"},
+	} {
+		_, errs, code := w.resetctl(args...)
+		if code == 0 || !strings.Contains(errs, "store refused access") || !strings.Contains(errs, "hint:") {
+			t.Errorf("%s with a wrong secret: exit %d\n%s", args[0], code, errs)
+		}
+	}
+	delete(w.env, s3store.EnvAccessKeyID)
+	if _, errs, code := w.resetctl("runs", "--config", w.bob); code == 0 || !strings.Contains(errs, "AWS_ACCESS_KEY_ID") {
+		t.Errorf("runs without credentials: exit %d\n%s", code, errs)
+	}
+	if d := diff(before, w.snapshot()); d != "" {
+		t.Errorf("changed: %s", d)
 	}
 }

@@ -48,6 +48,7 @@ type Executor struct {
 	Team     *runs.Team
 	TakeOver bool
 	synced   map[string]string // store key -> sha256 of what syncRun last sent
+	cur      *teamRun          // the run in progress, as the team sees it
 
 	inv *inventory.Inventory // taken at the start of this execution
 }
@@ -98,6 +99,12 @@ func (e *Executor) RunDir(runID string) string {
 // held for the life of the call, and the journal is read again before every step, so a step
 // another process finished is never repeated.
 func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Result, error) {
+	res, err := e.execute(ctx, p, dryRun)
+	e.endTeamRun(ctx, err)
+	return res, err
+}
+
+func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Result, error) {
 	if p.PlanSHA256 == "" {
 		return nil, plan.ErrTampered
 	}
@@ -151,6 +158,9 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		}
 		run = &journal.Run{ID: id, Kind: "execute", PlanSHA256: p.PlanSHA256,
 			Operator: e.operator(), Approver: p.Approval.Identity, Status: journal.Running, StartedAt: now}
+		if e.cur, err = e.teamBegin(ctx, p, "execute", run.ID); err != nil {
+			return nil, err
+		}
 		if err := os.MkdirAll(e.RunDir(run.ID), 0o750); err != nil {
 			return nil, diskHint(fmt.Errorf("run %s: %w", run.ID, err), run.ID, "start")
 		}
@@ -165,6 +175,9 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		}
 		e.logf("run %s started (%d steps)", run.ID, len(steps))
 	} else {
+		if e.cur, err = e.teamBegin(ctx, p, "execute", run.ID); err != nil {
+			return nil, err
+		}
 		e.logf("run %s resumed", run.ID)
 		if err := e.J.SetStatus(ctx, run.ID, journal.Running, "", e.now()); err != nil {
 			return nil, diskHint(err, run.ID, "resume")
@@ -181,12 +194,20 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 			return nil, diskHint(err, run.ID, "resume")
 		}
 	}
+	if err := e.cur.started(ctx, p, run, ""); err != nil {
+		return nil, err
+	}
 	res := &Result{Run: run}
 	js, err := e.J.Steps(ctx, run.ID)
 	if err != nil {
 		return nil, err
 	}
 	for _, st := range js {
+		// The lease on the targets must still be this run's (no take-over after expiry).
+		if err := e.cur.check(ctx); err != nil {
+			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
+			return res, err
+		}
 		// The journal is the truth: read it again, a step done meanwhile is not repeated.
 		cur, err := e.J.Step(ctx, run.ID, st.Seq)
 		if err != nil {
@@ -199,12 +220,20 @@ func (e *Executor) Execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
 			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, err), run.ID, st.Name)
 		}
+		if err := e.cur.event(ctx, run.ID, st.Name, journal.Running, "", nil); err != nil {
+			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
+			return res, err
+		}
 		e.fault("begin", st.Name)
 		detail, serr := e.step(ctx, p, run, st.Name, res)
 		e.fault("done", st.Name)
 		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
 			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, err), e.now())
 			return res, diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", run.ID, st.Name, err), run.ID, st.Name)
+		}
+		if err := e.teamStepDone(ctx, run.ID, st.Name, detail, serr); err != nil && serr == nil {
+			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
+			return res, err
 		}
 		e.fault("after", st.Name)
 		if serr != nil {
@@ -403,7 +432,7 @@ func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, nam
 		site, host, _ := strings.Cut(strings.TrimPrefix(name, stepBackupFmt), "@")
 		return e.backupSite(ctx, dir, run, host, site)
 	case name == stepVerifyBak:
-		return e.verifyBackups(dir)
+		return e.verifyBackups(ctx, dir)
 	case name == stepRouting:
 		return e.deleteKV(ctx, dir, run, true)
 	case strings.HasPrefix(name, stepDropFmt):

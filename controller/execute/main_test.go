@@ -41,5 +41,6 @@ func TestMain(m *testing.M) {
 		return mariadbtest.Main(m, func(s *mariadbtest.Server) { mdb = s })
 	}()
 	workerd.Close()
+	s3srv.Close()
 	os.Exit(code)
 }

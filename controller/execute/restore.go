@@ -37,8 +37,21 @@ type RestoreResult struct {
 // approval, when not "", is a copy of the run's plan to which a second operator added fresh
 // restore grants (resetctl approve --restore).
 func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bool, approval string) (*RestoreResult, error) {
+	res, err := e.restore(ctx, runID, only, approval)
+	e.endTeamRun(ctx, err)
+	return res, err
+}
+
+func (e *Executor) restore(ctx context.Context, runID string, only map[string]bool, approval string) (*RestoreResult, error) {
 	want := func(part string) bool { return len(only) == 0 || only[part] }
 	orig, err := e.J.Run(ctx, runID)
+	if errors.Is(err, journal.ErrNotFound) && e.sealedSites() {
+		// A run of another machine: its folder comes from the run store.
+		orig, err = e.fetchRun(ctx, runID)
+	} else if err == nil {
+		// The bucket's manifest is the team's truth (re-encrypted backups have new keys).
+		err = e.refreshManifest(ctx, runID)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +69,11 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 			return nil, fmt.Errorf("%s holds no restore approval for run %s", approval, runID)
 		}
 		p.RestoreApproval = a.RestoreApproval
+	} else if e.sealedSites() {
+		// 'resetctl approve --restore RUN PLAN_ID' left its grants on the plan in the store.
+		if sp, err := e.Team.Plan(ctx, p.ID()); err == nil && sp.PlanSHA256 == p.PlanSHA256 && sp.RestoreApproval != nil && sp.RestoreApproval.Run == runID {
+			p.RestoreApproval = sp.RestoreApproval
+		}
 	}
 	lock, err := journal.LockRun(e.StateDir, orig.PlanSHA256, "resetctl restore of run "+runID)
 	if err != nil {
@@ -100,7 +118,7 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 		return nil, fmt.Errorf("run %s backups: manifest lists no artifacts", runID)
 	}
 	if len(use) > 0 {
-		if err := verifyManifest(dir, &Manifest{Artifacts: use}); err != nil {
+		if err := e.verifyArtifacts(ctx, dir, &Manifest{Artifacts: use}); err != nil {
 			return nil, fmt.Errorf("run %s backups: %w", runID, err)
 		}
 	}
@@ -124,8 +142,14 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 	}
 	run := &journal.Run{ID: runID + "-restore-" + id, Kind: "restore", PlanSHA256: orig.PlanSHA256,
 		Operator: e.operator(), Approver: approver, StartedAt: now}
+	if e.cur, err = e.teamBegin(ctx, p, "restore", run.ID); err != nil {
+		return nil, err
+	}
 	if err := e.J.CreateRun(ctx, run, steps); err != nil {
 		return nil, diskHint(err, run.ID, "start")
+	}
+	if err := e.cur.started(ctx, p, run, runID); err != nil {
+		return nil, err
 	}
 	res := &RestoreResult{Run: run}
 	js, err := e.J.Steps(ctx, run.ID)
@@ -134,9 +158,17 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 	}
 	var failed []string
 	for _, st := range js {
+		if err := e.cur.check(ctx); err != nil {
+			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
+			return res, err
+		}
 		e.logf("restore %d/%d: %s", st.Seq, len(js), st.Name)
 		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
 			return res, diskHint(err, run.ID, st.Name)
+		}
+		if err := e.cur.event(ctx, run.ID, st.Name, journal.Running, "", nil); err != nil {
+			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
+			return res, err
 		}
 		e.fault("begin", st.Name)
 		var detail string
@@ -162,6 +194,9 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 		e.fault("done", st.Name)
 		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
 			return res, diskHint(err, run.ID, st.Name)
+		}
+		if err := e.teamStepDone(ctx, run.ID, st.Name, detail, serr); err != nil {
+			e.logf("  warning: %v", err)
 		}
 		e.fault("after", st.Name)
 		if serr != nil {
@@ -233,7 +268,12 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, ho
 	if err := stream.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site, PlanId: runID, PlanSha256: p.PlanSHA256, Grant: g}}}); err != nil {
 		return "", fmt.Errorf("restore %s: %w", site, err)
 	}
-	sendErr := artifacts.Send(ctx, stream, send)
+	var sendErr error
+	if len(arts) > 0 && arts[0].Sealed != nil {
+		sendErr = e.sendSealed(ctx, stream, arts)
+	} else {
+		sendErr = artifacts.Send(ctx, stream, send)
+	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
 		if status.Code(err) == codes.Unavailable {

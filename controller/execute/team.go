@@ -125,7 +125,7 @@ func (e *Executor) checkRunElsewhere(ctx context.Context, p *plan.Plan) error {
 
 // started records the run (new or resumed) in the store.
 func (tr *teamRun) started(ctx context.Context, p *plan.Plan, run *journal.Run, of string) error {
-	if tr.team == nil {
+	if tr == nil || tr.team == nil {
 		return nil
 	}
 	host, _ := os.Hostname()
@@ -163,9 +163,44 @@ func compactStrings(s []string) []string {
 	return out
 }
 
+// endTeamRun records how the run ended (completed or failed, when it started) and gives
+// the lease back.
+func (e *Executor) endTeamRun(ctx context.Context, err error) {
+	tr := e.cur
+	e.cur = nil
+	if tr == nil {
+		return
+	}
+	state := runs.Completed
+	if err != nil {
+		state = runs.Failed
+	}
+	if tr.rec.ID != "" {
+		if serr := e.syncRun(context.WithoutCancel(ctx), tr.rec.ID); serr != nil {
+			e.logf("warning: run %s: copy to the run store: %v", tr.rec.ID, serr)
+		}
+	}
+	tr.finish(ctx, state, err)
+}
+
+// teamStepDone journals a finished step in the store and copies the run's folder there.
+func (e *Executor) teamStepDone(ctx context.Context, runID, step, detail string, stepErr error) error {
+	status := journal.Done
+	if stepErr != nil {
+		status = journal.Failed
+	}
+	if err := e.cur.event(ctx, runID, step, status, detail, stepErr); err != nil {
+		return err
+	}
+	if err := e.syncRun(ctx, runID); err != nil {
+		return fmt.Errorf("run %s: copy to the run store: %w", runID, err)
+	}
+	return nil
+}
+
 // check stops the run when its lease was lost (taken over after expiry, or unrenewable).
 func (tr *teamRun) check(ctx context.Context) error {
-	if tr.lease == nil {
+	if tr == nil || tr.lease == nil {
 		return nil
 	}
 	if err := tr.lease.Check(ctx); err != nil {
@@ -176,7 +211,7 @@ func (tr *teamRun) check(ctx context.Context) error {
 
 // event appends a step event to the run's journal in the store.
 func (tr *teamRun) event(ctx context.Context, runID, step, status, detail string, stepErr error) error {
-	if tr.team == nil {
+	if tr == nil || tr.team == nil {
 		return nil
 	}
 	ev := runs.Event{Step: step, Status: status, Detail: detail, Time: tr.e.now().UTC(), By: tr.e.operator()}
@@ -284,6 +319,9 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 // always; with this operator's age identity (store.encryption.identity) also the
 // decrypted plaintext against the manifest.
 func (e *Executor) verifySealed(ctx context.Context, arts []Artifact) error {
+	if len(arts) == 0 {
+		return nil
+	}
 	if e.Team == nil {
 		return errors.New("the manifest lists artifacts in a run store, and no run store is configured")
 	}
@@ -345,6 +383,9 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 	var files []file
 	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
+			if path == dir && errors.Is(err, os.ErrNotExist) {
+				return filepath.SkipDir // a restore run has no folder of its own
+			}
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
@@ -509,4 +550,61 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	}
 	e.logf("run %s fetched from %s (made by %s on %s)", runID, e.Team.Store, rec.Operator, rec.Machine)
 	return run, nil
+}
+
+// sendSealed streams a site's sealed artifacts from the store to the agent, database first,
+// decrypting with this operator's age identity.
+func (e *Executor) sendSealed(ctx context.Context, stream agentv1.Agent_RestoreSiteClient, arts []Artifact) error {
+	ids, err := e.Team.Identities()
+	if err != nil {
+		return err
+	}
+	var list []runs.SiteArtifact
+	for _, kind := range []string{"database", "files"} {
+		for _, a := range arts {
+			if a.Kind != kind {
+				continue
+			}
+			if a.Sealed == nil {
+				return fmt.Errorf("artifact %s: not in the run store", a.File)
+			}
+			name := a.FileName
+			if name == "" {
+				name = strings.TrimSuffix(filepath.Base(a.File), ".age")
+			}
+			list = append(list, runs.SiteArtifact{Kind: a.Kind, FileName: name, Site: a.Site, Host: a.Host, StartedAt: a.StartedAt, Sealed: *a.Sealed})
+		}
+	}
+	return e.Team.SendSite(ctx, stream, list, ids)
+}
+
+// refreshManifest replaces the local copy of a run's manifest with the one in a shared
+// store, when they differ and the store's lists the same run and plan.
+func (e *Executor) refreshManifest(ctx context.Context, runID string) error {
+	if !e.sealedSites() {
+		return nil
+	}
+	b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/manifest.json")
+	if errors.Is(err, runstore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var remote Manifest
+	if err := json.Unmarshal(b, &remote); err != nil {
+		return fmt.Errorf("run %s: manifest in %s: %w", runID, e.Team.Store, err)
+	}
+	local, err := ReadManifest(e.RunDir(runID))
+	if err != nil {
+		return err
+	}
+	if remote.Run != runID || (local.PlanSHA256 != "" && remote.PlanSHA256 != local.PlanSHA256) {
+		return fmt.Errorf("run %s: the manifest in %s names run %s of plan %.12s", runID, e.Team.Store, remote.Run, remote.PlanSHA256)
+	}
+	path := filepath.Join(e.RunDir(runID), "manifest.json")
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
+		return nil
+	}
+	return plan.WriteFileAtomic(path, b, 0o600)
 }
