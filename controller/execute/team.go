@@ -495,6 +495,9 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 		return nil, err
 	}
 	write := func(rel string, r io.Reader) error {
+		if !filepath.IsLocal(filepath.FromSlash(rel)) {
+			return fmt.Errorf("run %s: %q in the store names a file outside the run folder", runID, rel)
+		}
 		path := filepath.Join(dir, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return err
@@ -517,6 +520,9 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 		}
 	}
 	for rel, s := range index {
+		if !strings.HasPrefix(s.Key, prefix) {
+			return nil, fmt.Errorf("run %s: %s names object %q outside the run", runID, sealedIndex, s.Key)
+		}
 		rc, err := runstore.OpenSealed(ctx, e.Team.Store, s, ids)
 		if err != nil {
 			return nil, fmt.Errorf("run %s: %s: %w", runID, rel, err)
@@ -530,6 +536,9 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	// The manifest lists the plaintext sha256 of every D1 and KV backup: check them now.
 	m, err := ReadManifest(dir)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkManifestPaths(runID, m); err != nil {
 		return nil, err
 	}
 	var local []Artifact
@@ -602,9 +611,29 @@ func (e *Executor) refreshManifest(ctx context.Context, runID string) error {
 	if remote.Run != runID || (local.PlanSHA256 != "" && remote.PlanSHA256 != local.PlanSHA256) {
 		return fmt.Errorf("run %s: the manifest in %s names run %s of plan %.12s", runID, e.Team.Store, remote.Run, remote.PlanSHA256)
 	}
+	if err := checkManifestPaths(runID, &remote); err != nil {
+		return err
+	}
 	path := filepath.Join(e.RunDir(runID), "manifest.json")
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
 	return plan.WriteFileAtomic(path, b, 0o600)
+}
+
+// checkManifestPaths refuses a manifest (from a shared store, written by anyone with access
+// to it) whose files leave the run folder or whose objects belong to another run.
+func checkManifestPaths(runID string, m *Manifest) error {
+	for _, a := range m.Artifacts {
+		if a.Sealed != nil {
+			if !strings.HasPrefix(a.Sealed.Key, "backups/"+runID+"/") || a.File != a.Sealed.Key {
+				return fmt.Errorf("run %s: manifest entry %q names object %q outside the run", runID, a.File, a.Sealed.Key)
+			}
+			continue
+		}
+		if !filepath.IsLocal(filepath.FromSlash(a.File)) {
+			return fmt.Errorf("run %s: manifest entry %q is outside the run folder", runID, a.File)
+		}
+	}
+	return nil
 }
