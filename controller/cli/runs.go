@@ -60,6 +60,9 @@ func runRuns(ctx context.Context, env *Env, args []string) error {
 	if len(args) > 0 && args[0] == "prune" {
 		return runRunsPrune(ctx, env, args[1:])
 	}
+	if len(args) > 0 && args[0] == "reseal" {
+		return runRunsReseal(ctx, env, args[1:])
+	}
 	fs := newFlags(env, "runs")
 	cfgPath := fs.String("config", "", "resetctl configuration file")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -273,4 +276,48 @@ func statusFromStore(ctx context.Context, env *Env, cfg *config.Config, id strin
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), printable(e.Step), printable(e.Status), printable(detail))
 	}
 	return true, tw.Flush()
+}
+
+func runRunsReseal(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "runs reseal")
+	cfgPath := fs.String("config", "", "resetctl configuration file (its recipients are the new ones)")
+	all := fs.Bool("all", false, "every finished run")
+	if err := parseRange(fs, args, 0, 1<<20); err != nil {
+		return err
+	}
+	if *all == (fs.NArg() > 0) {
+		return usageErr("runs reseal: name the runs, or --all")
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	team, err := openTeam(ctx, env, cfg)
+	if err != nil {
+		return err
+	}
+	ids, err := team.Identities()
+	if err != nil {
+		return err
+	}
+	targets := fs.Args()
+	if *all {
+		list, err := team.Runs(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range list {
+			if r.Kind == "execute" && r.Finished() {
+				targets = append(targets, r.ID)
+			}
+		}
+	}
+	for _, id := range targets {
+		res, err := team.Reseal(ctx, id, ids)
+		if err != nil {
+			return fmt.Errorf("reseal %s: %w", printable(id), err)
+		}
+		fmt.Fprintf(env.Stdout, "run %s: %d object(s) encrypted again to %d recipient(s)\n", printable(id), res.Objects, len(team.Recipients))
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -319,6 +320,87 @@ func TestLeaseLockerPerStore(t *testing.T) {
 			var held *lease.HeldError
 			if !errors.As(err, &held) || !strings.Contains(err.Error(), "alice") {
 				t.Errorf("second acquire: %v", err)
+			}
+		})
+	}
+}
+
+func TestReseal(t *testing.T) {
+	alice, _ := age.GenerateX25519Identity()
+	bob, _ := age.GenerateX25519Identity()
+	data := make([]byte, 200<<10)
+	rand.Read(data)
+	for name, open := range teams(t, []string{alice.Recipient().String(), bob.Recipient().String()}, "") {
+		t.Run(name, func(t *testing.T) {
+			tm := open(t)
+			ctx := testCtx(t)
+			prefix := "backups/r1/"
+			site, err := runstore.PutSealed(ctx, tm.Store, prefix+"sites/n1/s/files.tar.gz.age", bytes.NewReader(data), tm.Recipients)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d1, err := runstore.PutSealed(ctx, tm.Store, prefix+"d1.json.age", strings.NewReader(`{"tables":[]}`), tm.Recipients)
+			if err != nil {
+				t.Fatal(err)
+			}
+			manifest := fmt.Sprintf(`{"run":"r1","plan_sha256":"abc","artifacts":[{"file":%q,"kind":"files","sha256":%q,"bytes":%d,"sealed":{"key":%q,"plain_sha256":%q,"plain_bytes":%d,"cipher_sha256":%q,"cipher_bytes":%d}},{"file":"d1.json","kind":"d1","sha256":"x","bytes":1}]}`,
+				site.Key, site.PlainSHA256, site.PlainBytes, site.Key, site.PlainSHA256, site.PlainBytes, site.CipherSHA256, site.CipherBytes)
+			tm.Store.Put(ctx, prefix+"manifest.json", strings.NewReader(manifest))
+			idx, _ := json.Marshal(map[string]runstore.Sealed{"d1.json": d1})
+			tm.Store.Put(ctx, prefix+"sealed.json", bytes.NewReader(idx))
+
+			// Not finished: refused.
+			tm.SaveRun(ctx, runs.Record{ID: "r1", Kind: "execute", State: runs.Failed})
+			if _, err := tm.Reseal(ctx, "r1", []age.Identity{alice}); err == nil || !strings.Contains(err.Error(), "not finished") {
+				t.Fatalf("reseal of a failed run: %v", err)
+			}
+			tm.SaveRun(ctx, runs.Record{ID: "r1", Kind: "execute", State: runs.Completed})
+			// alice leaves: only bob remains.
+			tm.Recipients, _ = runstore.ParseRecipients([]string{bob.Recipient().String()})
+			res, err := tm.Reseal(ctx, "r1", []age.Identity{bob})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Objects != 2 {
+				t.Errorf("resealed %d objects, want 2", res.Objects)
+			}
+			for _, k := range []string{site.Key, d1.Key} {
+				if _, err := tm.Store.Stat(ctx, k); !errors.Is(err, runstore.ErrNotFound) {
+					t.Errorf("old object %s still there: %v", k, err)
+				}
+			}
+			b, _ := runstore.ReadAll(ctx, tm.Store, prefix+"manifest.json")
+			var m struct {
+				Artifacts []struct {
+					File   string           `json:"file"`
+					Sealed *runstore.Sealed `json:"sealed"`
+				} `json:"artifacts"`
+			}
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			ns := m.Artifacts[0].Sealed
+			if ns == nil || ns.Key == site.Key || m.Artifacts[0].File != ns.Key || ns.PlainSHA256 != site.PlainSHA256 {
+				t.Fatalf("manifest after reseal: %s", b)
+			}
+			if err := runstore.VerifySealed(ctx, tm.Store, *ns, []age.Identity{bob}); err != nil {
+				t.Errorf("bob cannot read the resealed backup: %v", err)
+			}
+			if err := runstore.VerifySealed(ctx, tm.Store, *ns, []age.Identity{alice}); err == nil {
+				t.Error("alice can still read the resealed backup")
+			}
+			if m.Artifacts[1].Sealed != nil || m.Artifacts[1].File != "d1.json" {
+				t.Errorf("the unsealed entry changed: %+v", m.Artifacts[1])
+			}
+			ib, _ := runstore.ReadAll(ctx, tm.Store, prefix+"sealed.json")
+			var ix map[string]runstore.Sealed
+			json.Unmarshal(ib, &ix)
+			if err := runstore.VerifySealed(ctx, tm.Store, ix["d1.json"], []age.Identity{bob}); err != nil {
+				t.Errorf("bob cannot read the resealed d1 backup: %v", err)
+			}
+			// alice's key no longer opens anything: reseal with it fails and changes nothing.
+			if _, err := tm.Reseal(ctx, "r1", []age.Identity{alice}); err == nil {
+				t.Error("reseal with a removed identity succeeded")
 			}
 		})
 	}
