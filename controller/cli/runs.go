@@ -18,6 +18,7 @@ import (
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/internal/safetext"
 )
 
 // openTeam opens the run store of the config, with hints for the usual mistakes.
@@ -173,7 +174,7 @@ func age(d time.Duration) string {
 
 // printable escapes control characters and tabs (which would break a table) in text that
 // came from a store or a file written by someone else.
-func printable(s string) string { return strings.ReplaceAll(esc(s), "\t", `\t`) }
+func printable(s string) string { return strings.ReplaceAll(safetext.Escape(s), "\t", `\t`) }
 
 // readPlanArg reads a plan given as a file, or as a plan id from the config's run store
 // (so an approver or an operator on another machine needs no file passed by hand).

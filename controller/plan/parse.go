@@ -6,9 +6,12 @@ import (
 	"fmt"
 )
 
-// Parse decodes a plan (from a file or the run store; name is for messages) and checks its
-// schema version, inventory and hash.
+// Parse decodes a plan (from a file or the run store; name is for messages) and checks that
+// it is strict JSON, and its schema version, inventory and hash.
 func Parse(b []byte, name string) (*Plan, error) {
+	if err := checkStrict(b); err != nil {
+		return nil, fmt.Errorf("plan %s: %w", name, err)
+	}
 	var p Plan
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

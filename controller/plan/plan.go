@@ -148,35 +148,13 @@ func (p *Plan) Seal() error {
 // ErrTampered means the content does not match plan_sha256.
 var ErrTampered = errors.New("plan content does not match its plan_sha256 (edited after it was written?)")
 
-// Read loads a plan file and checks its hash.
+// Read loads a plan file and checks it (see Parse).
 func Read(path string) (*Plan, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read plan: %w", err)
 	}
-	if err := checkStrict(b); err != nil {
-		return nil, fmt.Errorf("plan %s: %w", path, err)
-	}
-	var p Plan
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("plan %s: %w", path, err)
-	}
-	if p.SchemaVersion != SchemaVersion {
-		return nil, fmt.Errorf("plan %s: schema version %d, this resetctl reads %d", path, p.SchemaVersion, SchemaVersion)
-	}
-	if p.Inventory == nil {
-		return nil, fmt.Errorf("plan %s: no inventory", path)
-	}
-	h, err := p.Hash()
-	if err != nil {
-		return nil, err
-	}
-	if h != p.PlanSHA256 {
-		return nil, fmt.Errorf("plan %s: %w", path, ErrTampered)
-	}
-	return &p, nil
+	return Parse(b, path)
 }
 
 // Write stores the plan atomically (temp file, fsync, rename).
