@@ -288,6 +288,14 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 		}
 		return fmt.Sprintf("already backed up (%d artifact(s) in the manifest, verified in %s)", len(mine), e.Team.Store), nil
 	}
+	prefix := "backups/" + run.ID + "/" + filepath.ToSlash(siteDir(host, site)) + "/"
+	// An earlier attempt killed halfway left an unfinished upload (never an object): this
+	// run holds the site's lease, so no one else is uploading there.
+	if n, err := e.Team.Store.CleanupIncomplete(ctx, prefix, 0); err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
+	} else if n > 0 {
+		e.logf("  removed %d unfinished upload(s) of an earlier attempt", n)
+	}
 	client, err := e.B.Agents.Agent(host)
 	if err != nil {
 		return "", err
@@ -296,7 +304,6 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	prefix := "backups/" + run.ID + "/" + filepath.ToSlash(siteDir(host, site)) + "/"
 	arts, err := e.Team.ReceiveSite(ctx, stream, host, prefix, e.Progress)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
