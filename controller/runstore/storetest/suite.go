@@ -664,7 +664,7 @@ func (s Suite) leaseTakeOver(t *testing.T) {
 
 func (s Suite) leaseRenewal(t *testing.T) {
 	st := s.New(t)
-	ttl := 1500 * time.Millisecond
+	ttl := 3 * time.Second
 	locker := &lease.Objects{Store: st, TTL: ttl}
 	a, err := locker.Acquire(ctx(t), lease.Request{Targets: []lease.Target{lease.Tenant("t_r")}, Holder: holder("alice@example.com", "run-a")})
 	if err != nil {
