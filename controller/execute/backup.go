@@ -350,12 +350,11 @@ func backedUp(dir string, m *Manifest) (rows map[string]bool, keys map[string]bo
 				return nil, nil, err
 			}
 			for _, t := range b.Tables {
-				idx := columnIndexes(t.Columns, t.KeyColumns)
-				for _, r := range t.Rows {
-					key := make([]d1.Value, len(idx))
-					for i, j := range idx {
-						key[i] = r[j]
-					}
+				tr, err := t.keys(a.File)
+				if err != nil {
+					return nil, nil, err
+				}
+				for _, key := range tr.Keys {
 					rows[rowKey(t.Table, key)] = true
 				}
 			}
@@ -370,6 +369,29 @@ func backedUp(dir string, m *Manifest) (rows map[string]bool, keys map[string]bo
 		}
 	}
 	return rows, keys, nil
+}
+
+// keys returns the key of every row in the table's backup, taken from file. A backup whose
+// rows lack a key column is refused, not indexed blindly.
+func (t TableBackup) keys(file string) (inventory.TableRows, error) {
+	idx := columnIndexes(t.Columns, t.KeyColumns)
+	tr := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns}
+	for _, j := range idx {
+		if j < 0 {
+			return tr, fmt.Errorf("%s: table %s: key column missing from the backup", file, t.Table)
+		}
+	}
+	for n, r := range t.Rows {
+		key := make([]d1.Value, len(idx))
+		for i, j := range idx {
+			if j >= len(r) {
+				return tr, fmt.Errorf("%s: table %s: row %d has %d values for %d columns", file, t.Table, n+1, len(r), len(t.Columns))
+			}
+			key[i] = r[j]
+		}
+		tr.Keys = append(tr.Keys, key)
+	}
+	return tr, nil
 }
 
 func columnIndexes(cols, want []string) []int {

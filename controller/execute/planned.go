@@ -189,17 +189,9 @@ func loadRunScope(dir string, steps []journal.Step, p *plan.Plan) (*runScope, er
 				return nil, err
 			}
 			for _, t := range bk.Tables {
-				idx := columnIndexes(t.Columns, t.KeyColumns)
-				tr := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns}
-				for _, r := range t.Rows {
-					key := make([]d1.Value, len(idx))
-					for i, j := range idx {
-						if j < 0 {
-							return nil, fmt.Errorf("%s: table %s: key column missing from the backup", a.File, t.Table)
-						}
-						key[i] = r[j]
-					}
-					tr.Keys = append(tr.Keys, key)
+				tr, err := t.keys(a.File)
+				if err != nil {
+					return nil, err
 				}
 				if len(tr.Keys) > 0 {
 					sc.tables = append(sc.tables, tr)

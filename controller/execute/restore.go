@@ -459,17 +459,9 @@ func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artif
 				return nil, err
 			}
 			for _, t := range b.Tables {
-				idx := columnIndexes(t.Columns, t.KeyColumns)
-				tr := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns}
-				for _, r := range t.Rows {
-					key := make([]d1.Value, len(idx))
-					for i, j := range idx {
-						if j < 0 {
-							return nil, fmt.Errorf("%s: table %s: key column missing from the backup", a.File, t.Table)
-						}
-						key[i] = r[j]
-					}
-					tr.Keys = append(tr.Keys, key)
+				tr, err := t.keys(a.File)
+				if err != nil {
+					return nil, err
 				}
 				if len(tr.Keys) > 0 {
 					tables = append(tables, tr)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/prego/testreset/controller/inventory"
 )
 
 // Parse decodes a plan (from a file or the run store; name is for messages) and checks that
@@ -24,6 +26,9 @@ func Parse(b []byte, name string) (*Plan, error) {
 	if p.Inventory == nil {
 		return nil, fmt.Errorf("plan %s: no inventory", name)
 	}
+	if err := checkShape(p.Inventory); err != nil {
+		return nil, fmt.Errorf("plan %s: %w", name, err)
+	}
 	h, err := p.Hash()
 	if err != nil {
 		return nil, err
@@ -41,4 +46,30 @@ func Encode(p *Plan) ([]byte, error) {
 		return nil, fmt.Errorf("encode plan: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+// checkShape refuses an inventory whose parts do not fit together: a plan is data from its
+// author, and the code that reads it indexes keys by their columns and targets by number.
+func checkShape(inv *inventory.Inventory) error {
+	for _, t := range inv.Tables {
+		if t.Table == "" || len(t.KeyColumns) == 0 {
+			return fmt.Errorf("table %q: no table name or key columns", t.Table)
+		}
+		if len(t.Targets) > len(t.Keys) {
+			return fmt.Errorf("table %s: %d target lists for %d rows", t.Table, len(t.Targets), len(t.Keys))
+		}
+		for i, k := range t.Keys {
+			if len(k) != len(t.KeyColumns) {
+				return fmt.Errorf("table %s: row %d has %d key values for %d key columns", t.Table, i+1, len(k), len(t.KeyColumns))
+			}
+		}
+		for i, ts := range t.Targets {
+			for _, n := range ts {
+				if n < 0 || n >= len(inv.Targets) {
+					return fmt.Errorf("table %s: row %d names target %d of %d", t.Table, i+1, n, len(inv.Targets))
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prego/testreset/certs"
+	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/internal/grant"
@@ -174,4 +175,55 @@ func TestReadRefusesNonStrictJSON(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A plan whose rows do not fit their key columns or name targets it does not have is
+// refused when read, even when its author re-hashed it: the code after Read indexes by them.
+func TestReadRefusesMisshapenInventory(t *testing.T) {
+	pki, err := testpki.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	author, _ := operator(t, pki, "alice@example.test")
+	for _, tt := range []struct {
+		name  string
+		table inventory.TableRows
+	}{
+		{"no key columns", inventory.TableRows{Table: "users", Keys: nil}},
+		{"no table name", inventory.TableRows{KeyColumns: []string{"id"}}},
+		{"short key", inventory.TableRows{Table: "users", KeyColumns: []string{"a", "b"}, Keys: [][]d1.Value{{d1.Int(1)}}}},
+		{"long key", inventory.TableRows{Table: "users", KeyColumns: []string{"id"}, Keys: [][]d1.Value{{d1.Int(1), d1.Int(2)}}}},
+		{"target out of range", inventory.TableRows{Table: "users", KeyColumns: []string{"id"}, Keys: [][]d1.Value{{d1.Int(1)}}, Targets: [][]int{{1}}}},
+		{"negative target", inventory.TableRows{Table: "users", KeyColumns: []string{"id"}, Keys: [][]d1.Value{{d1.Int(1)}}, Targets: [][]int{{-1}}}},
+		{"more target lists than rows", inventory.TableRows{Table: "users", KeyColumns: []string{"id"}, Keys: [][]d1.Value{{d1.Int(1)}}, Targets: [][]int{{0}, {0}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPlan(t, author)
+			p.Inventory.Tables = []inventory.TableRows{tt.table}
+			if err := p.Seal(); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "plan.json")
+			if err := plan.Write(path, p); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := plan.Read(path); err == nil {
+				t.Fatal("Read accepted it")
+			}
+		})
+	}
+	t.Run("well formed", func(t *testing.T) {
+		p := newPlan(t, author)
+		p.Inventory.Tables = []inventory.TableRows{{Table: "users", KeyColumns: []string{"id"}, Keys: [][]d1.Value{{d1.Int(1)}}, Targets: [][]int{{0}}}}
+		if err := p.Seal(); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "plan.json")
+		if err := plan.Write(path, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := plan.Read(path); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
