@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -287,7 +288,18 @@ func faultHook(spec string) (func(string), error) {
 	}
 	return func(point string) {
 		if sig, ok := faults[point]; ok {
-			syscall.Kill(os.Getpid(), sig)
+			stopHere(sig)
 		}
 	}, nil
+}
+
+// stopHere sends sig to the calling thread, so that this goroutine runs no further before
+// the signal has acted. kill(getpid()) hands a process-directed signal to the main thread,
+// and until that thread is scheduled the caller went on with the next request: under load a
+// process "stopped at begin:drop site" had already sent the drop. A thread-directed SIGSTOP
+// still stops the whole process (group stop), and SIGKILL still ends it.
+func stopHere(sig syscall.Signal) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	syscall.Tgkill(os.Getpid(), syscall.Gettid(), sig)
 }

@@ -183,17 +183,33 @@ func (c *ctl) stopped(t *testing.T) {
 			t.Fatalf("resetctl ended before its fault point: exit %d\n%s\n%s", c.code, c.out.String(), c.errb.String())
 		default:
 		}
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/stat")
-		if err == nil {
-			// pid (comm) STATE ...: comm may hold spaces, the state follows the last ')'.
-			s := string(b)
-			if i := strings.LastIndexByte(s, ')'); i > 0 && len(s) > i+2 && s[i+2] == 'T' {
-				return
-			}
+		if allStopped(c.cmd.Process.Pid) {
+			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("resetctl did not reach its fault point")
+}
+
+// allStopped reports whether every thread of pid is stopped: the main thread alone may stop
+// while the others still run.
+func allStopped(pid int) bool {
+	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/stat")
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false
+		}
+		// pid (comm) STATE ...: comm may hold spaces, the state follows the last ')'.
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i <= 0 || len(s) <= i+2 || s[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *ctl) signalProc(sig syscall.Signal) { c.cmd.Process.Signal(sig) }
