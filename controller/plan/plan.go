@@ -237,8 +237,8 @@ func Approve(p *Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Durati
 	if certs.Identity(cert) == p.Operator.Identity || bytes.Equal(cert.Raw, p.Operator.Certificate) {
 		return fmt.Errorf("%w (%s)", ErrSelfApproval, p.Operator.Identity)
 	}
-	if ttl <= 0 {
-		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
+	if err := checkLifetime(ttl); err != nil {
+		return err
 	}
 	now = now.UTC().Truncate(time.Second)
 	expires := now.Add(ttl)
@@ -247,9 +247,6 @@ func Approve(p *Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Durati
 		return err
 	}
 	a := &Approval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Signature: sig}
-	if ttl > grant.DefaultMaxLifetime {
-		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
-	}
 	if a.Grants, err = siteGrants(p, []string{grant.ActionDrop, grant.ActionRestore}, p.Operator.Identity, cert, key, expires, now); err != nil {
 		return err
 	}
@@ -293,27 +290,18 @@ func VerifyApproval(p *Plan, roots *x509.CertPool, now time.Time) error {
 // ApproveRestore adds fresh restore grants for the sites of an executed plan, signed by a
 // second operator (not the one who will run the restore).
 func ApproveRestore(p *Plan, run string, executor string, cert *x509.Certificate, key crypto.Signer, ttl time.Duration, now time.Time) error {
-	h, err := p.Hash()
-	if err != nil {
+	if err := checkApproved(p); err != nil {
 		return err
-	}
-	if h != p.PlanSHA256 {
-		return ErrTampered
-	}
-	if p.Approval == nil {
-		return ErrUnapproved
 	}
 	if certs.Identity(cert) == executor {
 		return fmt.Errorf("%w (%s runs the restore)", ErrSelfApproval, executor)
 	}
-	if ttl <= 0 {
-		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
-	}
-	if ttl > grant.DefaultMaxLifetime {
-		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
+	if err := checkLifetime(ttl); err != nil {
+		return err
 	}
 	now = now.UTC().Truncate(time.Second)
 	ra := &RestoreApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: now.Add(ttl), Run: run}
+	var err error
 	if ra.Grants, err = siteGrants(p, []string{grant.ActionRestore}, executor, cert, key, ra.ExpiresAt, now); err != nil {
 		return err
 	}
@@ -330,15 +318,8 @@ var ErrResumeNeeded = errors.New("a started run needs a resume approval")
 // for sites, the plan's sites still present (the rest of the run only). remaining describes
 // what is left, for the record.
 func ApproveResume(p *Plan, run, executor string, sites []inventory.Site, remaining []string, cert *x509.Certificate, key crypto.Signer, ttl time.Duration, now time.Time) error {
-	h, err := p.Hash()
-	if err != nil {
+	if err := checkApproved(p); err != nil {
 		return err
-	}
-	if h != p.PlanSHA256 {
-		return ErrTampered
-	}
-	if p.Approval == nil {
-		return ErrUnapproved
 	}
 	if p.Inventory.Blocked() {
 		return ErrBlocked
@@ -349,11 +330,8 @@ func ApproveResume(p *Plan, run, executor string, sites []inventory.Site, remain
 	if certs.Identity(cert) == executor {
 		return fmt.Errorf("%w (%s runs the resumed run)", ErrSelfApproval, executor)
 	}
-	if ttl <= 0 {
-		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
-	}
-	if ttl > grant.DefaultMaxLifetime {
-		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
+	if err := checkLifetime(ttl); err != nil {
+		return err
 	}
 	planned := map[string]bool{}
 	for _, s := range p.Inventory.Sites {
@@ -471,4 +449,31 @@ func (p *Plan) GrantFor(host, site, action string, now time.Time) (*agentv1.Gran
 		}
 	}
 	return nil, fmt.Errorf("plan has no %s grant for site %s on %s", action, site, host)
+}
+
+// checkLifetime refuses an approval lifetime the agents would refuse for its grants.
+func checkLifetime(ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("approval lifetime must be positive, got %s", ttl)
+	}
+	if ttl > grant.DefaultMaxLifetime {
+		return fmt.Errorf("approval lifetime %s is longer than agents accept for grants (%s)", ttl, grant.DefaultMaxLifetime)
+	}
+	return nil
+}
+
+// checkApproved is what a later approval (restore, resume) builds on: the plan is intact
+// and was approved.
+func checkApproved(p *Plan) error {
+	h, err := p.Hash()
+	if err != nil {
+		return err
+	}
+	if h != p.PlanSHA256 {
+		return ErrTampered
+	}
+	if p.Approval == nil {
+		return ErrUnapproved
+	}
+	return nil
 }
