@@ -19,7 +19,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -36,6 +35,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	s3store "github.com/prego/testreset/controller/runstore/s3"
+	"github.com/prego/testreset/internal/repodir"
 )
 
 // Version is the versitygw release scripts/ensure-deps.sh installs.
@@ -75,7 +75,7 @@ func Binary() (string, error) {
 	if p := os.Getenv(EnvBin); p != "" {
 		return p, nil
 	}
-	root, err := repoRoot()
+	root, err := repodir.Root()
 	if err != nil {
 		return "", err
 	}
@@ -84,23 +84,6 @@ func Binary() (string, error) {
 		return "", fmt.Errorf("s3test: %s is missing: %s", p, Hint)
 	}
 	return p, nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("s3test: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("s3test: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func randHex(n int) string {

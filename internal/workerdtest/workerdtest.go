@@ -25,7 +25,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,6 +35,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prego/testreset/internal/repodir"
 )
 
 // EnvRequire names the variable that turns a missing installation into a test failure.
@@ -98,7 +99,7 @@ func (s *Server) NewDatabase(t testing.TB) string {
 // Paths returns the node binary, the node_modules folder and the serve script, or an
 // error naming what is missing.
 func Paths() (node, modules, script string, err error) {
-	root, err := repoRoot()
+	root, err := repodir.Root()
 	if err != nil {
 		return "", "", "", err
 	}
@@ -121,25 +122,6 @@ func Paths() (node, modules, script string, err error) {
 		}
 	}
 	return node, modules, script, nil
-}
-
-// repoRoot walks up from the working directory (a package folder under go test) to the
-// folder holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("workerdtest: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("workerdtest: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Start runs workerd with the Worker and waits until it listens.
