@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -136,8 +138,17 @@ func (m *Manager) dropNative(ctx context.Context, name, p string, cfg *siteConfi
 			stmts[i+1] = "DROP USER IF EXISTS " + s.account(cfg.DBUser, h)
 		}
 	}
-	for _, stmt := range stmts {
+	for i, stmt := range stmts {
 		if err := s.exec(ctx, stmt); err != nil {
+			if i == 0 && isDropRmdir(err) {
+				// MariaDB killed in the middle of a DROP DATABASE can leave files it no
+				// longer knows in the database's folder; only a person can remove them.
+				var datadir string
+				if qerr := m.admin.QueryRowContext(ctx, "SELECT @@datadir").Scan(&datadir); qerr == nil {
+					return fmt.Errorf("%s: %w (hint: MariaDB left files of an interrupted drop: remove the folder %s as the server's user, then run the same execute again)",
+						stmt, err, filepath.Join(datadir, cfg.DBName))
+				}
+			}
 			return fmt.Errorf("%s: %w", stmt, err)
 		}
 		resp.Steps = append(resp.Steps, stmt)
@@ -365,4 +376,10 @@ func latestArchive(archive, name string) string {
 		}
 	}
 	return best
+}
+
+// isDropRmdir reports MariaDB's ER_DB_DROP_RMDIR: the database's folder is not empty.
+func isDropRmdir(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1010
 }
