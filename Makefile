@@ -36,9 +36,9 @@ proto-check: proto
 
 test: deps lint proto-check test-go test-ansible
 
-# TESTRESET_WORKERD: the D1 suite on workerd (internal/workerdtest) fails instead of
+# TESTRESET_WORKERD: the D1 suite on workerd (internal/testing/workerdtest) fails instead of
 # skipping when .tools/npm is missing; TESTRESET_S3 the same for the run store's S3 suite
-# (internal/s3test: versitygw in .tools/bin).
+# (internal/testing/s3test: versitygw in .tools/bin).
 test-go:
 	@mkdir -p .tools && rm -f .tools/faults-summary.txt
 	TESTRESET_FAULTS_SUMMARY=$(CURDIR)/.tools/faults-summary.txt TESTRESET_WORKERD=require TESTRESET_S3=require $(GO) test -count=1 -timeout 20m ./...
@@ -56,7 +56,7 @@ example-data:
 	$(GO) run ./examples/seed --config examples/resetctl.yaml
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./bench/... ./controller/inventory/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./benchmarks/... ./controller/inventory/
 	FIGURES=1 $(GO) test -count=1 -run '^TestCloudflareRequestFigures$$' -v ./controller/execute/
 
 clean:

@@ -24,9 +24,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/prego/testreset/agent/audit"
-	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/grant"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/testpki"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

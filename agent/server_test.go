@@ -27,10 +27,10 @@ import (
 
 	"github.com/prego/testreset/agent/audit"
 	"github.com/prego/testreset/certs"
-	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/grant"
-	"github.com/prego/testreset/internal/mariadbtest"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/testpki"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the whole flow on embedded defaults (see examples/demo).
+# make demo: the whole flow on embedded defaults (see internal/testing/cmd/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec go run ./examples/demo --bin bin "$@"
+exec go run ./internal/testing/cmd/demo --bin bin "$@"

@@ -4,7 +4,7 @@
 #   apt   MariaDB server and client, protoc with its include files (google/protobuf/*.proto),
 #         ansible-core, ansible-lint, logrotate, git, make, CA certificates, Node.js and npm
 #   npm   miniflare (Cloudflare's workerd) and a Node 22 build for the D1 conformance suite,
-#         pinned in internal/workerdtest/package-lock.json, into .tools/npm (project-local,
+#         pinned in internal/testing/workerdtest/package-lock.json, into .tools/npm (project-local,
 #         reinstalled only when the lock file changes)
 #   go    versitygw (an S3-compatible server, Apache-2.0) for the run store's tests, built from
 #         the Go module proxy into .tools/bin (about 2 minutes on 2 cores; only when missing
@@ -26,9 +26,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 root=${DEPS_ROOT:-/}
 root=${root%/}
 npm_dir=${NPM_DIR:-$repo/.tools/npm}
-lock_src=$repo/internal/workerdtest
+lock_src=$repo/internal/testing/workerdtest
 tools_bin=${TOOLS_BIN:-$repo/.tools/bin}
-# Keep in step with internal/s3test.Version.
+# Keep in step with internal/testing/s3test.Version.
 versitygw_version=v1.8.0
 
 check_only=0
@@ -141,7 +141,7 @@ fi
 if ((check_only)); then
 	for m in "${missing[@]}"; do printf 'missing: %s\n' "$m"; done
 	if ((npm_missing)); then
-		printf 'missing: npm packages of internal/workerdtest/package-lock.json in %s\n' "$npm_dir"
+		printf 'missing: npm packages of internal/testing/workerdtest/package-lock.json in %s\n' "$npm_dir"
 	fi
 	if ((go_tools_missing)); then
 		printf 'missing: versitygw %s in %s\n' "$versitygw_version" "$tools_bin"
@@ -206,7 +206,7 @@ if ((${#packages[@]})); then
 fi
 
 if ((npm_missing)); then
-	say "installing the npm packages of internal/workerdtest into $npm_dir (miniflare, workerd, Node 22)"
+	say "installing the npm packages of internal/testing/workerdtest into $npm_dir (miniflare, workerd, Node 22)"
 	mkdir -p "$npm_dir"
 	cp "$lock_src/package.json" "$lock_src/package-lock.json" "$npm_dir/"
 	# npm ci installs exactly the lock; a failed install leaves no lock copy behind, so

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/prego/testreset/agent/cli"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/testpki"
 )
 
 // serve tells systemd it is ready once its signal handlers are installed, and that it is

@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 )
 
 // The admin account the tests give the Manager. Its password has every character that needs

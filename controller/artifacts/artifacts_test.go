@@ -21,9 +21,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/prego/testreset/controller/artifacts"
-	"github.com/prego/testreset/internal/agenttest"
 	"github.com/prego/testreset/internal/grant"
-	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/billing"
-	"github.com/prego/testreset/internal/stripetest"
+	"github.com/prego/testreset/internal/testing/stripetest"
 )
 
 const testKey = "sk_test_billingSecret77"

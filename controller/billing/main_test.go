@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/prego/testreset/internal/stripemock"
+	"github.com/prego/testreset/internal/testing/stripemock"
 )
 
 // mock is the package's one stripe-mock; nil only outside CI when it could

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/billing"
-	"github.com/prego/testreset/internal/stripemock"
+	"github.com/prego/testreset/internal/testing/stripemock"
 )
 
 // recorder is an http.RoundTripper that notes every request and status.

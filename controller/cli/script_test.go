@@ -10,8 +10,8 @@ import (
 
 	"github.com/prego/testreset/controller/cli"
 	"github.com/prego/testreset/controller/config"
-	"github.com/prego/testreset/examples/exampledata"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/exampledata"
+	"github.com/prego/testreset/internal/testing/testpki"
 )
 
 func TestMain(m *testing.M) {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/prego/testreset/controller/artifacts"
 	"github.com/prego/testreset/controller/cli"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

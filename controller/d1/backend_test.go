@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/d1"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 // backend is one D1 implementation under test; srv is nil for SQLite.

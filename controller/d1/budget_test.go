@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/d1"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 func stmt(rows int) d1.Statement { return d1.Statement{SQL: "SELECT 1", Rows: rows} }

@@ -5,12 +5,12 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/d1"
-	"github.com/prego/testreset/internal/cfapitest"
-	"github.com/prego/testreset/internal/workerdtest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
+	"github.com/prego/testreset/internal/testing/workerdtest"
 )
 
 // workerd is Cloudflare's own runtime serving the D1 REST API over real D1 databases
-// (internal/workerdtest), started once for this package on first use.
+// (internal/testing/workerdtest), started once for this package on first use.
 var workerd workerdtest.Shared
 
 func TestMain(m *testing.M) {

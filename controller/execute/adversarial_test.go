@@ -16,9 +16,9 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/cfapitest"
-	"github.com/prego/testreset/internal/stripetest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
+	"github.com/prego/testreset/internal/testing/stripetest"
 )
 
 // orgSpec is the reset spec of the second control plane (testdata/orgs).

@@ -16,7 +16,7 @@ import (
 
 	"github.com/prego/testreset/controller/runstore"
 	s3store "github.com/prego/testreset/controller/runstore/s3"
-	"github.com/prego/testreset/internal/s3test"
+	"github.com/prego/testreset/internal/testing/s3test"
 )
 
 var s3srv s3test.Shared

@@ -11,7 +11,7 @@ import (
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 func (w *world) openD1(t *testing.T) d1.DB {

@@ -21,12 +21,12 @@ import (
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/examples/exampledata"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/cfapitest"
-	"github.com/prego/testreset/internal/mariadbtest"
-	"github.com/prego/testreset/internal/stripetest"
-	"github.com/prego/testreset/internal/workerdtest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
+	"github.com/prego/testreset/internal/testing/exampledata"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/stripetest"
+	"github.com/prego/testreset/internal/testing/workerdtest"
 )
 
 // world is a deployment for one test: a real agent over mTLS with three Frappe sites in

@@ -18,8 +18,8 @@ import (
 
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 )
 
 // agentProcess is reset-agent as its own process on a fixed loopback port, so the fault

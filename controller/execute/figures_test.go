@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/plan"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 // TestCloudflareRequestFigures counts the Cloudflare API requests of a whole reset of one

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/prego/testreset/internal/mariadbtest"
-	"github.com/prego/testreset/internal/workerdtest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/workerdtest"
 )
 
 var mdb *mariadbtest.Server

@@ -15,8 +15,8 @@ import (
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/examples/exampledata"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
+	"github.com/prego/testreset/internal/testing/exampledata"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

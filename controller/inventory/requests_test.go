@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/inventory"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 // BenchmarkCloudflareRequests counts Cloudflare API requests for one inventory against the

@@ -7,10 +7,10 @@ import (
 
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/internal/workerdtest"
+	"github.com/prego/testreset/internal/testing/workerdtest"
 )
 
-// workerd serves D1 from Cloudflare's own runtime (internal/workerdtest), one per package.
+// workerd serves D1 from Cloudflare's own runtime (internal/testing/workerdtest), one per package.
 var workerd workerdtest.Shared
 
 func TestMain(m *testing.M) {

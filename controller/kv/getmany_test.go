@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 func TestGetMany(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 const ns = "AUTH_STORE"

@@ -17,7 +17,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/internal/grant"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/testpki"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

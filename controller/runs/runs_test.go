@@ -24,7 +24,7 @@ import (
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
-	"github.com/prego/testreset/internal/s3test"
+	"github.com/prego/testreset/internal/testing/s3test"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

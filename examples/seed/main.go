@@ -22,7 +22,7 @@ import (
 
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/config"
-	"github.com/prego/testreset/examples/exampledata"
+	"github.com/prego/testreset/internal/testing/exampledata"
 )
 
 func main() {

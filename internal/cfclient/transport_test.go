@@ -10,8 +10,8 @@ import (
 
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/internal/cfapitest"
 	"github.com/prego/testreset/internal/cfclient"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 func open(t *testing.T, srv *cfapitest.Server, rt *cfclient.Transport) (d1.DB, kv.Store) {

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/prego/testreset/controller/agents"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

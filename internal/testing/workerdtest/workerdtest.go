@@ -36,7 +36,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prego/testreset/internal/repodir"
+	"github.com/prego/testreset/internal/testing/repodir"
 )
 
 // EnvRequire names the variable that turns a missing installation into a test failure.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 func TestScopes(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prego/testreset/internal/cfapitest"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 type envelope struct {

@@ -32,10 +32,10 @@ import (
 	"github.com/prego/testreset/controller/artifacts"
 	"github.com/prego/testreset/controller/runs"
 	s3store "github.com/prego/testreset/controller/runstore/s3"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/mariadbtest"
-	"github.com/prego/testreset/internal/s3test"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/s3test"
+	"github.com/prego/testreset/internal/testing/testpki"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

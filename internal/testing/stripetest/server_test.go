@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prego/testreset/internal/stripetest"
+	"github.com/prego/testreset/internal/testing/stripetest"
 )
 
 type call struct {

@@ -36,8 +36,8 @@ import (
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/internal/grant"
-	"github.com/prego/testreset/internal/mariadbtest"
-	"github.com/prego/testreset/internal/testpki"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/testpki"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 

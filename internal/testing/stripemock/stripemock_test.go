@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prego/testreset/internal/stripemock"
+	"github.com/prego/testreset/internal/testing/stripemock"
 )
 
 func start(t *testing.T) *stripemock.Mock {

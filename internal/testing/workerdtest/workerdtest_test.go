@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prego/testreset/internal/workerdtest"
+	"github.com/prego/testreset/internal/testing/workerdtest"
 )
 
 var workerd workerdtest.Shared

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/prego/testreset/internal/mariadbtest"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 )
 
 func TestStartQueryStop(t *testing.T) {

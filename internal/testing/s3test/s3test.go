@@ -35,7 +35,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	s3store "github.com/prego/testreset/controller/runstore/s3"
-	"github.com/prego/testreset/internal/repodir"
+	"github.com/prego/testreset/internal/testing/repodir"
 )
 
 // Version is the versitygw release scripts/ensure-deps.sh installs.

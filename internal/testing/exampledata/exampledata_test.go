@@ -14,11 +14,11 @@ import (
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/examples/exampledata"
+	"github.com/prego/testreset/internal/testing/exampledata"
 )
 
 // examples is the folder with the example files, seen from this package.
-const examples = ".."
+const examples = "../../../examples"
 
 func exampleFiles() exampledata.Files {
 	return exampledata.Files{

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prego/testreset/examples/exampledata"
+	"github.com/prego/testreset/internal/testing/exampledata"
 )
 
 func TestParseKV(t *testing.T) {

@@ -25,10 +25,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/prego/testreset/controller/config"
-	"github.com/prego/testreset/examples/exampledata"
-	"github.com/prego/testreset/internal/agenttest"
-	"github.com/prego/testreset/internal/mariadbtest"
-	"github.com/prego/testreset/internal/stripetest"
+	"github.com/prego/testreset/internal/testing/agenttest"
+	"github.com/prego/testreset/internal/testing/exampledata"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/stripetest"
 )
 
 func main() {
