@@ -3,13 +3,10 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/prego/testreset/controller/agents"
-	"github.com/prego/testreset/controller/config"
 )
 
 func runAgents(ctx context.Context, env *Env, args []string) error {
@@ -53,50 +50,4 @@ func runAgents(ctx context.Context, env *Env, args []string) error {
 		return &exitError{code: 1, msg: fmt.Sprintf("%d of %d agents unreachable", down, len(out))}
 	}
 	return nil
-}
-
-func loadConfig(path string) (*config.Config, error) {
-	if path == "" {
-		return nil, usageErr("--config is required")
-	}
-	return config.Load(path)
-}
-
-func openAgents(path string) (*config.Config, *agents.Pool, error) {
-	cfg, err := loadConfig(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	pool, err := agents.NewPool(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, pool, nil
-}
-
-// agentHosts is only, or every known agent when only is "".
-func agentHosts(cfg *config.Config, pool *agents.Pool, only string) ([]string, error) {
-	if only != "" {
-		return []string{only}, nil
-	}
-	hosts := pool.Known()
-	if len(hosts) == 0 {
-		return nil, withHint(errors.New("no agents configured"), "list the nodes under agents.hosts in %s", cfg.Path)
-	}
-	return hosts, nil
-}
-
-// eachHost asks every host at once and returns the answers in host order.
-func eachHost[T any](hosts []string, ask func(host string) T) []T {
-	out := make([]T, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = ask(h)
-		}()
-	}
-	wg.Wait()
-	return out
 }

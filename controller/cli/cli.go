@@ -5,14 +5,11 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/prego/testreset/internal/safetext"
@@ -91,104 +88,4 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nrun 'resetctl COMMAND -h' for a command's flags")
-}
-
-// hintError carries a hint for the operator.
-type hintError struct {
-	err  error
-	hint string
-}
-
-func (e *hintError) Error() string { return e.err.Error() }
-func (e *hintError) Unwrap() error { return e.err }
-
-func withHint(err error, format string, a ...any) error {
-	return &hintError{err: err, hint: fmt.Sprintf(format, a...)}
-}
-
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usageErr(format string, a ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, a...)}
-}
-
-// exitError sets the exit code without a message of its own (the command printed it).
-type exitError struct {
-	code int
-	msg  string
-}
-
-func (e *exitError) Error() string { return e.msg }
-
-func report(env *Env, err error) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	msg := strings.TrimSpace(err.Error())
-	// One-line reason first; joined errors (config validation) follow on their own lines.
-	lines := strings.Split(msg, "\n")
-	fmt.Fprintf(env.Stderr, "resetctl: %s\n", lines[0])
-	for _, l := range lines[1:] {
-		fmt.Fprintf(env.Stderr, "resetctl:   %s\n", l)
-	}
-	var h *hintError
-	if errors.As(err, &h) {
-		fmt.Fprintf(env.Stderr, "resetctl: hint: %s\n", h.hint)
-	}
-	var u *usageError
-	if errors.As(err, &u) {
-		fmt.Fprintln(env.Stderr, "resetctl: hint: run 'resetctl help'")
-		return 2
-	}
-	var x *exitError
-	if errors.As(err, &x) {
-		return x.code
-	}
-	return 1
-}
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-func newFlags(env *Env, name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("resetctl "+name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	return fs
-}
-
-// parse parses flags and refuses stray arguments beyond want.
-func parse(fs *flag.FlagSet, args []string, wantArgs int) error {
-	return parseRange(fs, args, wantArgs, wantArgs)
-}
-
-// parseRange parses flags anywhere among the arguments and wants between lo and hi
-// positional arguments.
-func parseRange(fs *flag.FlagSet, args []string, lo, hi int) error {
-	// Allow flags after positional arguments, as operators type them.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return &usageError{msg: err.Error()}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(pos) < lo || len(pos) > hi {
-		if hi == 0 {
-			return usageErr("%s: unexpected argument %q", fs.Name(), pos[0])
-		}
-		return usageErr("%s: want %d argument(s), got %d", fs.Name(), hi, len(pos))
-	}
-	fs.Parse(append([]string{"--"}, pos...))
-	return nil
 }

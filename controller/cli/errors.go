@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+)
+
+// hintError carries a hint for the operator.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+
+func (e *hintError) Unwrap() error { return e.err }
+
+func withHint(err error, format string, a ...any) error {
+	return &hintError{err: err, hint: fmt.Sprintf(format, a...)}
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErr(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...)}
+}
+
+// exitError sets the exit code without a message of its own (the command printed it).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func report(env *Env, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	msg := strings.TrimSpace(err.Error())
+	// One-line reason first; joined errors (config validation) follow on their own lines.
+	lines := strings.Split(msg, "\n")
+	fmt.Fprintf(env.Stderr, "resetctl: %s\n", lines[0])
+	for _, l := range lines[1:] {
+		fmt.Fprintf(env.Stderr, "resetctl:   %s\n", l)
+	}
+	var h *hintError
+	if errors.As(err, &h) {
+		fmt.Fprintf(env.Stderr, "resetctl: hint: %s\n", h.hint)
+	}
+	var u *usageError
+	if errors.As(err, &u) {
+		fmt.Fprintln(env.Stderr, "resetctl: hint: run 'resetctl help'")
+		return 2
+	}
+	var x *exitError
+	if errors.As(err, &x) {
+		return x.code
+	}
+	return 1
+}
