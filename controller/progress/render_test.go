@@ -43,9 +43,17 @@ func script() []step {
 		{2 * time.Second, with(site, progress.PhaseProgress, 10*mib, 40*mib)},
 		{0, with(drop, progress.PhaseStarted, 0, 0)},
 		{2 * time.Second, with(site, progress.PhaseProgress, 20*mib, 40*mib)},
-		{2 * time.Second, func() progress.Event { e := with(drop, progress.PhaseFailed, 0, 0); e.Err = "agent unreachable"; return e }()},
+		{2 * time.Second, func() progress.Event {
+			e := with(drop, progress.PhaseFailed, 0, 0)
+			e.Err = "agent unreachable"
+			return e
+		}()},
 		{2 * time.Second, with(site, progress.PhaseProgress, 40*mib, 40*mib)},
-		{0, func() progress.Event { e := with(site, progress.PhaseDone, 40*mib, 0); e.Detail = "2 artifacts"; return e }()},
+		{0, func() progress.Event {
+			e := with(site, progress.PhaseDone, 40*mib, 0)
+			e.Detail = "2 artifacts"
+			return e
+		}()},
 		{0, progress.Event{Run: "r1", Phase: progress.PhaseSummary, Outcome: progress.OutcomePartial,
 			Counts: &progress.Counts{Started: 3, Done: 2, Failed: 1, Bytes: 40 * mib}}},
 	}
