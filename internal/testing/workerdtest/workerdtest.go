@@ -115,7 +115,7 @@ func Paths() (node, modules, script string, err error) {
 		arch = "x64"
 	}
 	node = filepath.Join(modules, "node-"+runtime.GOOS+"-"+arch, "bin", "node")
-	script = filepath.Join(root, "internal", "workerdtest", "serve.mjs")
+	script = filepath.Join(root, "internal", "testing", "workerdtest", "serve.mjs")
 	for _, p := range []string{node, filepath.Join(modules, "miniflare", "package.json"), script} {
 		if _, err := os.Stat(p); err != nil {
 			return "", "", "", fmt.Errorf("workerdtest: %s is missing: %s", p, Hint)
