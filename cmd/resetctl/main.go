@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/mattn/go-isatty"
+	"golang.org/x/term"
 
 	"github.com/prego/testreset/controller/cli"
 )
@@ -18,5 +19,15 @@ func main() {
 		Stderr:   os.Stderr,
 		Version:  version,
 		Terminal: isatty.IsTerminal(os.Stderr.Fd()),
+		Width:    stderrWidth,
 	}))
+}
+
+// stderrWidth is the columns of the terminal on stderr, or 0 when it has none.
+func stderrWidth() int {
+	w, _, err := term.GetSize(int(os.Stderr.Fd()))
+	if err != nil {
+		return 0
+	}
+	return w
 }

@@ -20,8 +20,10 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 	Version        string
-	// Terminal reports whether stderr is a terminal (progress is shown only then).
+	// Terminal reports whether stderr is a terminal (the live progress view is shown only
+	// then); Width, when set, returns its columns.
 	Terminal bool
+	Width    func() int
 
 	// progress is stderr unescaped, for progress lines the CLI draws itself (they redraw
 	// with \r); everything else goes through safetext.

@@ -10,13 +10,26 @@ import (
 	"github.com/prego/testreset/controller/plan"
 )
 
-func runExecute(ctx context.Context, env *Env, args []string) error {
+func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 	fs := newFlags(env, "execute")
 	cfgPath := fs.String("config", "", "resetctl configuration file")
 	dryRun := fs.Bool("dry-run", false, "print the steps with counts and change nothing")
 	takeOver := fs.Bool("take-over", false, "take over the expired leases of a dead run on the same targets (recorded)")
+	pf := addProgressFlags(fs)
 	if err := parse(fs, args, 1); err != nil {
 		return err
+	}
+	var rp *runProgress
+	if *dryRun {
+		if pf.json {
+			return usageErr("--json: not with --dry-run (a dry run prints its steps, it has no events)")
+		}
+	} else {
+		if rp, err = pf.start(env); err != nil {
+			return err
+		}
+		// The summary is the run's last event, whatever ends it.
+		defer func() { rp.finish("", err) }()
 	}
 	p, err := readPlanArg(ctx, env, *cfgPath, fs.Arg(0))
 	if err != nil {
@@ -29,6 +42,9 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 	defer closeAll()
 	e.TakeOver = *takeOver
 	res, err := e.Execute(ctx, p, *dryRun)
+	if res != nil && res.Run != nil {
+		rp.setRun(res.Run.ID)
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, plan.ErrUnapproved):
@@ -77,6 +93,10 @@ func runExecute(ctx context.Context, env *Env, args []string) error {
 		for _, l := range res.DryRun {
 			fmt.Fprintln(env.Stdout, l)
 		}
+		return nil
+	}
+	if pf.json {
+		rp.detail = "change record: " + res.Record
 		return nil
 	}
 	printSteps(env.Stdout, res.Run, res.Steps)

@@ -97,9 +97,7 @@ func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 		b.Close()
 		return nil, nil, err
 	}
-	if env.Terminal {
-		e.Progress = env.progress
-	}
+	// Progress reaches the operator as events (see progress.go), not as lines of its own.
 	return e, func() { j.Close(); b.Close() }, nil
 }
 

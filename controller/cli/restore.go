@@ -10,12 +10,13 @@ import (
 	"github.com/prego/testreset/controller/journal"
 )
 
-func runRestore(ctx context.Context, env *Env, args []string) error {
+func runRestore(ctx context.Context, env *Env, args []string) (err error) {
 	fs := newFlags(env, "restore")
 	cfgPath := fs.String("config", "", "resetctl configuration file")
 	only := fs.String("only", "", "comma-separated parts to restore: d1,kv,sites (default all)")
 	approval := fs.String("approval", "", "plan file with fresh restore grants from 'resetctl approve --restore RUN'")
 	takeOver := fs.Bool("take-over", false, "take over the expired leases of a dead run on the same targets (recorded)")
+	pf := addProgressFlags(fs)
 	if err := parse(fs, args, 1); err != nil {
 		return err
 	}
@@ -29,6 +30,12 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 			parts[p] = true
 		}
 	}
+	rp, err := pf.start(env)
+	if err != nil {
+		return err
+	}
+	// The summary is the run's last event, whatever ends it.
+	defer func() { rp.finish("", err) }()
 	e, closeAll, err := openExecutor(env, *cfgPath)
 	if err != nil {
 		return err
@@ -36,7 +43,11 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 	defer closeAll()
 	e.TakeOver = *takeOver
 	res, err := e.Restore(ctx, fs.Arg(0), parts, *approval)
-	if res != nil && res.Run != nil && err != nil {
+	if res != nil && res.Run != nil {
+		rp.setRun(res.Run.ID)
+		rp.detail = strings.Join(res.Lines, "; ")
+	}
+	if res != nil && res.Run != nil && err != nil && !pf.json {
 		fmt.Fprintf(env.Stdout, "restore %s failed: not everything asked for is back\n", res.Run.ID)
 		for _, l := range res.Lines {
 			fmt.Fprintf(env.Stdout, "  %s\n", l)
@@ -62,6 +73,9 @@ func runRestore(ctx context.Context, env *Env, args []string) error {
 			return withHint(err, "see 'resetctl status --config %s %s'; restore can be run again: what is back is left as it is", *cfgPath, res.Run.ID)
 		}
 		return err
+	}
+	if pf.json {
+		return nil
 	}
 	fmt.Fprintf(env.Stdout, "restore %s completed: everything asked for is back and verified\n", res.Run.ID)
 	for _, l := range res.Lines {
