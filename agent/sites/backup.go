@@ -60,7 +60,7 @@ func (m *Manager) Backup(ctx context.Context, name string, send func(*agentv1.Ba
 	if err := m.checkOwnDatabase(name, cfg.DBName); err != nil {
 		return 0, fmt.Errorf("backup site %s: %w", name, err)
 	}
-	if _, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName); err != nil {
+	if _, _, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName); err != nil {
 		return 0, fmt.Errorf("backup site %s: %w", name, err)
 	}
 	exists, err := m.databaseExists(ctx, cfg.DBName)

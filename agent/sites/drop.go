@@ -70,7 +70,7 @@ func (m *Manager) Drop(ctx context.Context, name string, dryRun bool) (*agentv1.
 	if err := m.checkOwnDatabase(name, cfg.DBName); err != nil {
 		return nil, fmt.Errorf("drop site %s: %w", name, err)
 	}
-	if _, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName); err != nil {
+	if _, _, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName); err != nil {
 		return nil, fmt.Errorf("drop site %s: %w", name, err)
 	}
 	if m.Mode() == "bench" {

@@ -58,18 +58,20 @@ var grantOn = regexp.MustCompile("^GRANT (.+) ON (.+) TO (.+)$")
 // checkAccount refuses a site's database account that holds anything beyond its database:
 // a privilege on *.* other than USAGE, on another database, a role, PROXY or GRANT OPTION.
 // A site account made by Frappe has USAGE on *.* and ALL PRIVILEGES on its database only.
-// It returns the hosts the account exists at (none: the account is absent).
-func (m *Manager) checkAccount(ctx context.Context, user, db string) ([]string, error) {
-	hosts, err := m.userHosts(ctx, user)
+// It returns the hosts the account exists at (none: the account is absent), and those of
+// them that lack ALL PRIVILEGES on db: an account left half-made, for example by a MariaDB
+// that died between CREATE USER and GRANT, with which the site cannot log in.
+func (m *Manager) checkAccount(ctx context.Context, user, db string) (hosts, ungranted []string, err error) {
+	hosts, err = m.userHosts(ctx, user)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(hosts) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	s, err := m.session(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.Close()
 	for _, h := range hosts {
@@ -90,15 +92,33 @@ func (m *Manager) checkAccount(ctx context.Context, user, db string) ([]string, 
 			return out, rows.Err()
 		}()
 		if err != nil {
-			return nil, fmt.Errorf("show grants for %s@%s: %w", user, h, err)
+			return nil, nil, fmt.Errorf("show grants for %s@%s: %w", user, h, err)
 		}
+		granted := false
 		for _, l := range lines {
 			if err := grantWithin(l, db); err != nil {
-				return nil, fmt.Errorf("%w: database user %s@%s: %v", ErrNotOwn, user, h, err)
+				return nil, nil, fmt.Errorf("%w: database user %s@%s: %v", ErrNotOwn, user, h, err)
 			}
+			granted = granted || grantsAllOn(l, db)
+		}
+		if !granted {
+			ungranted = append(ungranted, h)
 		}
 	}
-	return hosts, nil
+	return hosts, ungranted, nil
+}
+
+// grantsAllOn reports whether one SHOW GRANTS line gives ALL PRIVILEGES on db.*.
+func grantsAllOn(line, db string) bool {
+	g := grantOn.FindStringSubmatch(line)
+	if g == nil || strings.TrimSpace(strings.ToUpper(g[1])) != "ALL PRIVILEGES" {
+		return false
+	}
+	name, rest, ok := cutQuotedIdent(g[2])
+	if !ok || rest != ".*" {
+		return false
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(name, `\_`, "_"), `\%`, "%") == db
 }
 
 // grantWithin checks one SHOW GRANTS line against the site's database db.

@@ -161,11 +161,12 @@ func (m *Manager) Restore(ctx context.Context, name string, opts RestoreOptions,
 	if err != nil {
 		return nil, fmt.Errorf("restore site %s: %w", name, err)
 	}
-	userHosts, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName)
+	userHosts, ungranted, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName)
 	if err != nil {
 		return nil, fmt.Errorf("restore site %s: %w", name, err)
 	}
-	userPresent := len(userHosts) > 0
+	// A user without its database's privileges is half-made: the grant is restored.
+	userPresent := len(userHosts) > 0 && len(ungranted) == 0
 	status := map[string]agentv1.PartStatus{}
 	for part, present := range map[string]bool{PartDatabase: dbPresent, PartDBUser: userPresent, PartFolder: folderPresent} {
 		if present {
@@ -178,7 +179,7 @@ func (m *Manager) Restore(ctx context.Context, name string, opts RestoreOptions,
 		if opts.NoChanges {
 			return nil, fmt.Errorf("restore site %s: %w", name, ErrNoChanges)
 		}
-		if err := m.restoreMissing(ctx, name, p, tmp, cfg, dbArt, filesArt, scan, dbPresent, userPresent, folderPresent, resp); err != nil {
+		if err := m.restoreMissing(ctx, name, p, tmp, cfg, dbArt, filesArt, scan, dbPresent, userPresent, folderPresent, userHosts, ungranted, resp); err != nil {
 			return resp, fmt.Errorf("restore site %s: %w", name, err)
 		}
 		for part, present := range map[string]bool{PartDatabase: dbPresent, PartDBUser: userPresent, PartFolder: folderPresent} {
@@ -241,7 +242,7 @@ var ErrIncompleteRestore = errors.New("site not completely restored")
 
 // restoreMissing creates the parts that are missing, under a marker, undoing them on failure.
 func (m *Manager) restoreMissing(ctx context.Context, name, p, tmp string, cfg *siteConfig, dbArt, filesArt artifactIn, scan *tarScan,
-	dbPresent, userPresent, folderPresent bool, resp *agentv1.RestoreSiteResponse) (err error) {
+	dbPresent, userPresent, folderPresent bool, userHosts, ungranted []string, resp *agentv1.RestoreSiteResponse) (err error) {
 	mk := &restoreMarker{Site: name, Started: time.Now().UTC(), DB: cfg.DBName, User: cfg.DBUser,
 		Stage: filepath.Join(filepath.Dir(p), stagePrefix+name)}
 	if err := m.state.WriteMarker(markerName(name), mk); err != nil {
@@ -292,22 +293,39 @@ func (m *Manager) restoreMissing(ctx context.Context, name, p, tmp string, cfg *
 			return err
 		}
 		defer s.Close()
-		for _, h := range restoreHosts {
-			stmt := "CREATE USER " + s.account(cfg.DBUser, h)
+		if len(userHosts) == 0 {
+			for _, h := range restoreHosts {
+				// Recorded before the CREATE: when MariaDB dies with the statement in flight,
+				// the user may exist without its grant, and the undo must remove it.
+				mk.CreatedUsers = append(mk.CreatedUsers, h)
+				if err := save(); err != nil {
+					return err
+				}
+				stmt := "CREATE USER " + s.account(cfg.DBUser, h)
+				if cfg.DBPassword != "" {
+					stmt += " IDENTIFIED BY " + quoteString(cfg.DBPassword, s.nbe)
+				}
+				if err := s.exec(ctx, stmt); err != nil {
+					return fmt.Errorf("create user %s@%s: %w", cfg.DBUser, h, err)
+				}
+				if err := s.exec(ctx, "GRANT ALL PRIVILEGES ON "+quoteIdent(cfg.DBName)+".* TO "+s.account(cfg.DBUser, h)); err != nil {
+					return fmt.Errorf("grant on %s to %s@%s: %w", cfg.DBName, cfg.DBUser, h, err)
+				}
+				resp.Steps = append(resp.Steps, fmt.Sprintf("created user %s@%s with all privileges on %s", cfg.DBUser, h, cfg.DBName))
+			}
+		}
+		for _, h := range ungranted {
+			// It holds nothing (checkAccount), so nothing is lost by giving it the site's
+			// password: the one site_config.json logs in with.
 			if cfg.DBPassword != "" {
-				stmt += " IDENTIFIED BY " + quoteString(cfg.DBPassword, s.nbe)
-			}
-			if err := s.exec(ctx, stmt); err != nil {
-				return fmt.Errorf("create user %s@%s: %w", cfg.DBUser, h, err)
-			}
-			mk.CreatedUsers = append(mk.CreatedUsers, h)
-			if err := save(); err != nil {
-				return err
+				if err := s.exec(ctx, "ALTER USER "+s.account(cfg.DBUser, h)+" IDENTIFIED BY "+quoteString(cfg.DBPassword, s.nbe)); err != nil {
+					return fmt.Errorf("set password of %s@%s: %w", cfg.DBUser, h, err)
+				}
 			}
 			if err := s.exec(ctx, "GRANT ALL PRIVILEGES ON "+quoteIdent(cfg.DBName)+".* TO "+s.account(cfg.DBUser, h)); err != nil {
 				return fmt.Errorf("grant on %s to %s@%s: %w", cfg.DBName, cfg.DBUser, h, err)
 			}
-			resp.Steps = append(resp.Steps, fmt.Sprintf("created user %s@%s with all privileges on %s", cfg.DBUser, h, cfg.DBName))
+			resp.Steps = append(resp.Steps, fmt.Sprintf("user %s@%s had no privileges on %s: set its password from site_config.json and granted all privileges on it", cfg.DBUser, h, cfg.DBName))
 		}
 	}
 	if !dbPresent {
@@ -484,12 +502,14 @@ func (m *Manager) verifyParts(ctx context.Context, p string, cfg *siteConfig) ma
 	case comment == inProgressComment:
 		out[PartDatabase] = fmt.Errorf("database %s is marked as a restore in progress", cfg.DBName)
 	}
-	hosts, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName)
+	hosts, ungranted, err := m.checkAccount(ctx, cfg.DBUser, cfg.DBName)
 	switch {
 	case err != nil:
 		out[PartDBUser] = err
 	case len(hosts) == 0:
 		out[PartDBUser] = fmt.Errorf("database user %s is missing", cfg.DBUser)
+	case len(ungranted) > 0:
+		out[PartDBUser] = fmt.Errorf("database user %s has no privileges on %s at %s", cfg.DBUser, cfg.DBName, strings.Join(ungranted, ", "))
 	}
 	return out
 }

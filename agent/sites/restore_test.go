@@ -509,3 +509,37 @@ func TestRestoreUntrustedAndLimits(t *testing.T) {
 	wantErr(t, err, sites.ErrUntrusted)
 	assertNothingRestored(t, b, other)
 }
+
+// TestRestoreHalfMadeUser: a database user that exists without privileges on its database
+// (MariaDB died between CREATE USER and GRANT of an earlier restore, with no marker naming
+// it) is not "present": the restore grants it its database again and verifies the site can
+// log in, instead of failing to load as that user.
+func TestRestoreHalfMadeUser(t *testing.T) {
+	b := newBench(t, nil)
+	s := b.addSite("a.example.com", false)
+	want := readDBState(t, s.DB)
+	db, files := backupOf(t, b, s)
+	if _, err := b.m.Drop(t.Context(), s.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	conn := b.rootConn()
+	defer conn.Close()
+	if _, err := conn.ExecContext(t.Context(), "CREATE USER '"+s.User+"'@'%' IDENTIFIED BY 'x'"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := b.m.Restore(t.Context(), s.Name, sites.RestoreOptions{}, restoreStream(db, files))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Complete {
+		t.Fatalf("resp = %v", resp)
+	}
+	for _, p := range resp.Parts {
+		if p.Status != agentv1.PartStatus_PART_STATUS_RESTORED || !p.Verified {
+			t.Errorf("part %v, want restored and verified", p)
+		}
+	}
+	if got := readDBState(t, s.DB); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("database = %v, want %v", got, want)
+	}
+}
