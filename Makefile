@@ -38,10 +38,11 @@ test: deps lint proto-check test-go test-ansible
 
 # TESTRESET_WORKERD: the D1 suite on workerd (internal/testing/workerdtest) fails instead of
 # skipping when .tools/npm is missing; TESTRESET_S3 the same for the run store's S3 suite
-# (internal/testing/s3test: versitygw in .tools/bin).
+# (internal/testing/s3test: versitygw in .tools/bin); TESTRESET_STRIPEMOCK the same for
+# stripe-mock (internal/testing/stripemock). MariaDB is never optional outside -short.
 test-go:
 	@mkdir -p .tools && rm -f .tools/faults-summary.txt
-	TESTRESET_FAULTS_SUMMARY=$(CURDIR)/.tools/faults-summary.txt TESTRESET_WORKERD=require TESTRESET_S3=require $(GO) test -count=1 -timeout 20m ./...
+	TESTRESET_FAULTS_SUMMARY=$(CURDIR)/.tools/faults-summary.txt TESTRESET_WORKERD=require TESTRESET_S3=require TESTRESET_STRIPEMOCK=require $(GO) test -count=1 -timeout 20m ./...
 	@# go test hides the output of passing packages: show the fault suite's and the hostile-input counts.
 	@cat .tools/faults-summary.txt
 	@$(GO) test -count=1 -run '^TestHostileInputs$$' -v ./agent/ | grep -E '^(hostile inputs:|--- FAIL|FAIL)'

@@ -174,7 +174,8 @@ if ((${#packages[@]})); then
 	policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d}
 	policy_made=""
 	remove_policy() {
-		if [[ -n $policy_made ]] && cmp -s "$policy_made" "$policy"; then
+		# sha256sum (coreutils), not cmp: diffutils may be missing on a minimal system.
+		if [[ -n $policy_made && -f $policy ]] && [[ $(sha256sum <"$policy_made") == $(sha256sum <"$policy") ]]; then
 			"${sudo[@]}" rm -f "$policy"
 		fi
 		[[ -n $policy_made ]] && rm -f "$policy_made"

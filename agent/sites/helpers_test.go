@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prego/testreset/agent/sites"
+	"github.com/prego/testreset/internal/testing/mariadbtest"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -41,6 +42,7 @@ type testBench struct {
 // common_site_config.json, apps.txt, a folder without site_config.json).
 func newBench(t testing.TB, mutate func(*sites.Options)) *testBench {
 	t.Helper()
+	mariadbtest.Need(t, server)
 	dir := t.TempDir()
 	for _, d := range []string{"sites/assets/frappe", "sites/notasite/private"} {
 		mustMkdir(t, filepath.Join(dir, d))

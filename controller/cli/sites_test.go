@@ -37,11 +37,7 @@ func run(terminal bool, args ...string) result {
 
 // TestSitesCommand runs `resetctl sites` against a real agent over mTLS with a real MariaDB.
 func TestSitesCommand(t *testing.T) {
-	mdb, err := mariadbtest.Start(t.Context(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mdb.Stop)
+	mdb := mariadbtest.New(t)
 	a := agenttest.NewT(t, agenttest.Options{MariaDB: mdb})
 	ctx := t.Context()
 	shop, err := a.MakeSite(ctx, "shop.example.test", agenttest.SiteOptions{Rows: 30})

@@ -187,8 +187,12 @@ func Start(ctx context.Context, opts Options) (a *Agent, err error) {
 }
 
 // NewT starts an agent for a test and stops it when the test ends.
+// Without a MariaDB (under -short, where mariadbtest.Main starts none) it skips the test.
 func NewT(t testing.TB, opts Options) *Agent {
 	t.Helper()
+	if opts.MariaDB == nil {
+		mariadbtest.Need(t, nil)
+	}
 	a, err := Start(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 // The harness's own promises: a controller configured by it reaches the agent, MakeSite's
 // sites are real, and Stop leaves nothing behind.
 func TestHarness(t *testing.T) {
+	mariadbtest.Need(t, mdb)
 	ctx := context.Background()
 	a, err := agenttest.Start(ctx, agenttest.Options{MariaDB: mdb})
 	if err != nil {

@@ -1,18 +1,13 @@
 package mariadbtest_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/prego/testreset/internal/testing/mariadbtest"
 )
 
 func TestStartQueryStop(t *testing.T) {
-	s, err := mariadbtest.Start(context.Background(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
+	s := mariadbtest.New(t)
 	db, err := s.Open("")
 	if err != nil {
 		t.Fatal(err)

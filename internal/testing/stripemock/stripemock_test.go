@@ -12,14 +12,23 @@ import (
 	"github.com/prego/testreset/internal/testing/stripemock"
 )
 
+// skipUnderShort skips under -short, where nothing may need stripe-mock.
+func skipUnderShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs stripe-mock: skipped under -short")
+	}
+}
+
 func start(t *testing.T) *stripemock.Mock {
 	t.Helper()
+	skipUnderShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	m, err := stripemock.Start(ctx)
 	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("!!! stripe-mock unavailable, skipping outside CI: %v", err)
+		if !stripemock.Required() {
+			t.Skipf("!!! stripe-mock unavailable, skipping (set %s=require to fail): %v", stripemock.EnvRequire, err)
 		}
 		t.Fatal(err)
 	}
@@ -90,11 +99,12 @@ func TestStartListensOnLoopbackAndStops(t *testing.T) {
 }
 
 func TestBinaryIsCached(t *testing.T) {
+	skipUnderShort(t)
 	ctx := context.Background()
 	first, err := stripemock.Binary(ctx)
 	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("!!! stripe-mock unavailable, skipping outside CI: %v", err)
+		if !stripemock.Required() {
+			t.Skipf("!!! stripe-mock unavailable, skipping (set %s=require to fail): %v", stripemock.EnvRequire, err)
 		}
 		t.Fatal(err)
 	}
