@@ -57,7 +57,7 @@ type Options struct {
 	// removes it either way.
 	Dir string
 	// PKI reuses an existing CA (for several agents under one deployment CA); nil = a new
-	// CA in Dir/pki. Operator certificates already present are kept.
+	// CA in Dir/pki. Operator and agent certificates already present are kept.
 	PKI *testpki.PKI
 	// Host is the agent's node name (certificate SAN and grant host); default node1.internal.
 	Host string
@@ -143,8 +143,11 @@ func Start(ctx context.Context, opts Options) (a *Agent, err error) {
 			return nil, fmt.Errorf("agenttest: pki: %w", err)
 		}
 	}
-	if _, _, err := a.PKI.Agent(opts.Host); err != nil {
-		return nil, fmt.Errorf("agenttest: agent certificate: %w", err)
+	// An agent certificate already issued for Host (by `resetctl certs issue`, say) is kept.
+	if c, _ := a.PKI.Pair(opts.Host); !fileExists(c) {
+		if _, _, err := a.PKI.Agent(opts.Host); err != nil {
+			return nil, fmt.Errorf("agenttest: agent certificate: %w", err)
+		}
 	}
 	for _, op := range opts.Operators {
 		if c, _ := a.PKI.Pair(op); fileExists(c) {

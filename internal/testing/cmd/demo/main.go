@@ -4,6 +4,9 @@
 // test server standing in for Stripe (which cannot run here); then inventory -> approve ->
 // execute -> verify -> restore -> everything is back. It runs the built binaries, printing
 // each command and its output, and leaves nothing running. `make demo` runs it.
+//
+// The deployment comes from internal/testing/e2etest, the harness of the end-to-end script
+// suite (internal/testing/e2etest/testdata/script/demo.txt), which checks the same flow.
 package main
 
 import (
@@ -13,22 +16,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
-	"go.yaml.in/yaml/v3"
-
-	"github.com/prego/testreset/controller/config"
-	"github.com/prego/testreset/internal/testing/agenttest"
-	"github.com/prego/testreset/internal/testing/exampledata"
-	"github.com/prego/testreset/internal/testing/mariadbtest"
-	"github.com/prego/testreset/internal/testing/stripetest"
+	"github.com/prego/testreset/internal/testing/e2etest"
 )
 
 func main() {
@@ -113,7 +108,7 @@ func run(ctx context.Context, bin string, keep bool) error {
 	d.title("certificates: a CA, one agent, two operators")
 	for _, args := range [][]string{
 		{"certs", "init", "--dir", pki},
-		{"certs", "issue", "--dir", pki, "--role", "agent", "--name", "node1", "--host", "node1.internal", "--host", "localhost", "--ip", "127.0.0.1"},
+		{"certs", "issue", "--dir", pki, "--role", "agent", "--name", "node1.internal", "--host", "localhost", "--ip", "127.0.0.1"},
 		{"certs", "issue", "--dir", pki, "--role", "operator", "--name", "alice@example.test"},
 		{"certs", "issue", "--dir", pki, "--role", "operator", "--name", "bob@example.test"},
 	} {
@@ -122,87 +117,38 @@ func run(ctx context.Context, bin string, keep bool) error {
 		}
 	}
 
-	d.title("a throwaway MariaDB and a Frappe bench with three sites")
-	mdb, err := mariadbtest.Start(ctx, "")
+	d.title("a throwaway MariaDB, reset-agent on loopback (mTLS only) with a Frappe bench of three sites,\n   the example control plane (D1 and KV in local SQLite) and the Stripe test server")
+	dep, err := e2etest.Start(ctx, e2etest.Options{Dir: dir, PKIDir: pki, AgentBin: filepath.Join(bin, "reset-agent"), Keep: keep})
 	if err != nil {
 		return err
 	}
-	defer mdb.Stop()
-	fmt.Printf("  mariadb on %s\n", mdb.Socket)
-	bench := filepath.Join(dir, "frappe-bench")
-	if err := agenttest.MakeBench(bench); err != nil {
-		return err
-	}
-	for _, name := range []string{"qa1a.erp.example.test", "qa1b.erp.example.test", "acme.prod.example.com"} {
-		s, err := agenttest.MakeSite(ctx, mdb, bench, name, agenttest.SiteOptions{})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("  site %s (database %s, %d tables)\n", s.Name, s.DBName, len(s.Tables))
-	}
-
-	d.title("reset-agent on loopback, mTLS only")
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	agentCfg := filepath.Join(dir, "agent.yaml")
-	y := agenttest.AgentYAML(agenttest.AgentYAMLOptions{
-		Listen: addr, CA: filepath.Join(pki, "ca.pem"), Cert: filepath.Join(pki, "node1.pem"), Key: filepath.Join(pki, "node1-key.pem"),
-		Bench: bench, Socket: mdb.Socket, Audit: filepath.Join(dir, "audit", "audit.jsonl"),
-		Protected: []string{"*.prod.example.com"}, BaseDir: dir,
-	})
-	if err := os.WriteFile(agentCfg, []byte(y), 0o600); err != nil {
-		return err
-	}
-	fmt.Print(indent(y))
-	agentLog, err := os.Create(filepath.Join(dir, "agent.log"))
-	if err != nil {
-		return err
-	}
-	defer agentLog.Close()
-	agent := exec.Command(filepath.Join(bin, "reset-agent"), "serve", "--config", agentCfg)
-	agent.Stdout, agent.Stderr = agentLog, agentLog
-	if err := agent.Start(); err != nil {
-		return err
-	}
-	fmt.Printf("$ reset-agent serve --config agent.yaml   (pid %d)\n", agent.Process.Pid)
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- agent.Wait() }()
 	defer func() {
-		agent.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-agentDone:
-		case <-time.After(10 * time.Second):
-			agent.Process.Kill()
+		if err := dep.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		}
 	}()
-
-	d.title("the example control plane: D1 and KV in local SQLite, Stripe test server")
-	stripe := stripetest.New()
-	defer stripe.Close()
-	stripe.AddCustomer("cus_test_qa1a", "QA1@Example.test", false)
-	stripe.AddSubscription("cus_test_qa1a", "sub_test_qa1a", "active")
-	stripe.AddInvoice("cus_test_qa1a", "in_test_qa1a", "paid", 1900, false)
-	stripe.AddCustomer("cus_prod_acme", "owner@realcustomer.example", true)
-	stripe.AddInvoice("cus_prod_acme", "in_prod_acme", "paid", 250000, true)
-	d.env = []string{"STRIPE_API_KEY=sk_test_demo"}
-	fmt.Printf("  stripe test server on %s (customers cus_test_qa1a, cus_prod_acme)\n", stripe.URL())
-	alice, bob, err := writeConfigs(dir, pki, addr, stripe.URL())
+	d.env = dep.Env
+	fmt.Printf("  mariadb on %s\n", dep.MariaDB.Socket)
+	agent := dep.Agents[0]
+	for _, name := range e2etest.ExampleNodes()[0].Sites {
+		s := agent.Sites[name]
+		fmt.Printf("  site %s (database %s, %d tables)\n", s.Name, s.DBName, len(s.Tables))
+	}
+	y, err := os.ReadFile(agent.Process().Config)
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(alice)
+	fmt.Printf("$ reset-agent serve --config %s   (pid %d)\n", rel(dir, agent.Process().Config), agent.Process().Pid())
+	fmt.Print(indent(string(y)))
+	fmt.Printf("  stripe test server on %s (customers cus_test_qa1a, cus_prod_acme)\n", dep.Stripe.URL())
+	fmt.Printf("  seeded %s and %s\n", rel(dir, filepath.Join(dir, "d1.db")), rel(dir, filepath.Join(dir, "kv.db")))
+	alice, bob := dep.Alice, dep.Bob
+	if _, err := d.cmd(ctx, 0, "resetctl", "agents", "--config", alice); err != nil {
+		return err
+	}
+	// Everything the reset touches, exactly: every D1 row, KV entry, site database and file.
+	snap, err := dep.Snapshot(ctx)
 	if err != nil {
-		return err
-	}
-	ex := "examples/"
-	if err := exampledata.Seed(ctx, cfg, ex+"controlplane.sql", ex+"seed.sql", ex+"kv-seed.json"); err != nil {
-		return err
-	}
-	fmt.Printf("  seeded %s and %s\n", rel(dir, cfg.D1.SQLite.Path), rel(dir, cfg.KV.SQLite.Path))
-	if err := waitHealthy(ctx, d, alice, agentDone); err != nil {
 		return err
 	}
 
@@ -243,10 +189,28 @@ func run(ctx context.Context, bin string, keep bool) error {
 	}
 	run := runID(out)
 
+	if run == "" {
+		return errors.New("execute printed no run id")
+	}
+	stripe := dep.Stripe
 	if !stripe.CustomerDeleted("cus_test_qa1a") || stripe.CustomerDeleted("cus_prod_acme") {
 		return errors.New("stripe: the test customer should be deleted and the production one kept")
 	}
 	fmt.Printf("  stripe: cus_test_qa1a deleted (subscription %s), cus_prod_acme untouched\n", stripe.SubscriptionStatus("sub_test_qa1a"))
+	for _, name := range e2etest.ExampleNodes()[0].Sites {
+		state := e2etest.SiteState(ctx, dep, agent.Sites[name])
+		gone := strings.HasPrefix(state, "absent") && e2etest.Tree(agent.Sites[name].Path) == ""
+		switch {
+		case gone && name == "acme.prod.example.com":
+			return fmt.Errorf("the production site %s is gone", name)
+		case !gone && name != "acme.prod.example.com":
+			return fmt.Errorf("site %s: database or folder still on the node", name)
+		case gone:
+			fmt.Printf("  site %s: database and folder gone from the node\n", name)
+		default:
+			fmt.Printf("  site %s: untouched\n", name)
+		}
+	}
 
 	d.title("verify: nothing of the targets remains")
 	if _, err := d.cmd(ctx, 0, "resetctl", "verify", "--config", alice, plan); err != nil {
@@ -268,7 +232,7 @@ func run(ctx context.Context, bin string, keep bool) error {
 		return err
 	}
 
-	d.title("everything is back: the same inventory as before, the sites listed again")
+	d.title("everything is back: the same inventory as before, every row, key, database and file byte for byte")
 	after, err := inventoryCounts(ctx, d, alice)
 	if err != nil {
 		return err
@@ -277,6 +241,19 @@ func run(ctx context.Context, bin string, keep bool) error {
 		return fmt.Errorf("after restore the inventory differs:\nbefore: %s\nafter:  %s", before, after)
 	}
 	fmt.Printf("  before: %s\n  after:  %s\n", before, after)
+	now, err := dep.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if diff := e2etest.Diff(snap, now); diff != "" {
+		return fmt.Errorf("after restore the deployment differs from before:\n%s", diff)
+	}
+	rows := 0
+	for _, r := range now.D1 {
+		rows += len(r)
+	}
+	fmt.Printf("  identical to before the run: %d D1 rows in %d tables, %d KV entries (values, metadata, expiry), %d sites (table checksums, every file's sha256)\n",
+		rows, len(now.D1), len(now.KV), len(now.Sites))
 	if _, err := d.cmd(ctx, 1, "resetctl", "verify", "--config", alice, plan); err != nil {
 		return err
 	}
@@ -285,7 +262,7 @@ func run(ctx context.Context, bin string, keep bool) error {
 	}
 
 	d.title("the node's audit log verifies")
-	if _, err := d.cmd(ctx, 0, "reset-agent", "audit", "verify", "--file", filepath.Join(dir, "audit", "audit.jsonl")); err != nil {
+	if _, err := d.cmd(ctx, 0, "reset-agent", "audit", "verify", "--file", agent.AuditPath); err != nil {
 		return err
 	}
 	fmt.Println("\ndemo ok")
@@ -293,61 +270,6 @@ func run(ctx context.Context, bin string, keep bool) error {
 }
 
 func rel(dir, p string) string { return strings.TrimPrefix(p, dir+"/") }
-
-// writeConfigs writes alice's and bob's resetctl.yaml from the example, with this demo's
-// certificates, agent address and data files.
-func writeConfigs(dir, pki, addr, stripeURL string) (string, string, error) {
-	raw, err := os.ReadFile("examples/resetctl.yaml")
-	if err != nil {
-		return "", "", err
-	}
-	var paths []string
-	for _, op := range []string{"alice@example.test", "bob@example.test"} {
-		var m map[string]any
-		if err := yaml.Unmarshal(raw, &m); err != nil {
-			return "", "", err
-		}
-		m["state_dir"] = filepath.Join(dir, "state")
-		if op != "alice@example.test" {
-			m["state_dir"] = filepath.Join(dir, "state-"+op)
-		}
-		m["identity"] = map[string]any{"ca": filepath.Join(pki, "ca.pem"), "cert": filepath.Join(pki, op+".pem"), "key": filepath.Join(pki, op+"-key.pem")}
-		m["agents"] = map[string]any{"port": 7443, "hosts": map[string]any{"node1.internal": addr}}
-		m["d1"] = map[string]any{"backend": "sqlite", "sqlite": map[string]any{"path": filepath.Join(dir, "d1.db")}}
-		m["kv"] = map[string]any{"backend": "sqlite", "sqlite": map[string]any{"path": filepath.Join(dir, "kv.db")}}
-		m["stripe"] = map[string]any{"enabled": "auto", "base_url": stripeURL}
-		b, err := yaml.Marshal(m)
-		if err != nil {
-			return "", "", err
-		}
-		p := filepath.Join(dir, strings.SplitN(op, "@", 2)[0]+".yaml")
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			return "", "", err
-		}
-		paths = append(paths, p)
-	}
-	return paths[0], paths[1], nil
-}
-
-func waitHealthy(ctx context.Context, d *demo, cfg string, agentDone chan error) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c := exec.CommandContext(ctx, filepath.Join(d.bin, "resetctl"), "agents", "--config", cfg, "--json")
-		if err := c.Run(); err == nil {
-			_, err := d.cmd(ctx, 0, "resetctl", "agents", "--config", cfg)
-			return err
-		}
-		select {
-		case err := <-agentDone:
-			log, _ := os.ReadFile(filepath.Join(d.dir, "agent.log"))
-			return fmt.Errorf("reset-agent exited (%v):\n%s", err, log)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return errors.New("reset-agent did not become healthy in 20 s")
-		}
-	}
-}
 
 // inventoryCounts summarises what an inventory of the demo targets finds.
 func inventoryCounts(ctx context.Context, d *demo, cfg string) (string, error) {
@@ -404,13 +326,4 @@ func runID(out string) string {
 		}
 	}
 	return ""
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
