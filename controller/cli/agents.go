@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/prego/testreset/controller/agents"
 )
@@ -33,18 +31,17 @@ func runAgents(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := writeJSON(env.Stdout, out); err != nil {
 			return err
 		}
 	} else {
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tADDRESS\tHEALTHY\tVERSION\tMODE\tSITES\tMARIADB\tERROR")
+		t := newTable(env.Stdout, "HOST", "ADDRESS", "HEALTHY", "VERSION", "MODE", "SITES", "MARIADB", "ERROR")
 		for _, s := range out {
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", s.Host, s.Address, s.Healthy, s.Version, s.Mode, s.Sites, s.MariaDBVersion, s.Error)
+			t.row(s.Host, s.Address, s.Healthy, s.Version, s.Mode, s.Sites, s.MariaDBVersion, s.Error)
 		}
-		tw.Flush()
+		if err := t.flush(); err != nil {
+			return err
+		}
 	}
 	if down > 0 {
 		return &exitError{code: 1, msg: fmt.Sprintf("%d of %d agents unreachable", down, len(out))}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prego/testreset/certs"
-	"github.com/prego/testreset/controller/backends"
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/inventory"
@@ -75,7 +74,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	if got := cfg.SpecHash(); got != p.SpecSHA256 {
 		return withHint(fmt.Errorf("%w: plan %.12s, config %.12s", execute.ErrSpecChanged, p.SpecSHA256, got), "approve with the spec the plan was made with, or have a new plan made")
 	}
-	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	b, err := openBackends(env, cfg)
 	if err != nil {
 		return err
 	}
@@ -154,7 +153,7 @@ func approveResume(ctx context.Context, env *Env, cfg *config.Config, cfgPath, p
 		return fmt.Errorf("run %s is already completed: nothing to resume", runID)
 	}
 	executor := run.Operator
-	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	b, err := openBackends(env, cfg)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+
+	"github.com/prego/testreset/controller/lease"
 )
 
 // hintError carries a hint for the operator.
@@ -62,4 +64,24 @@ func report(env *Env, err error) int {
 		return x.code
 	}
 	return 1
+}
+
+func isHeld(err error) bool {
+	var held *lease.HeldError
+	return errors.As(err, &held)
+}
+
+// heldHint explains a refused lease.
+func heldHint(err error) error {
+	var held *lease.HeldError
+	if !errors.As(err, &held) {
+		return err
+	}
+	switch {
+	case held.Expired:
+		return withHint(err, "if that run is really dead, take its targets over with --take-over (recorded in the lease and the run)")
+	case held.Local:
+		return withHint(err, "another resetctl on this machine is working on these targets; wait for it to finish")
+	}
+	return withHint(err, "wait for that run to finish; a lease of a dead process expires after store.lease_ttl and can then be taken over with --take-over")
 }

@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"time"
 
-	"github.com/prego/testreset/controller/backends"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/plan"
 )
@@ -35,7 +33,7 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	b, err := openBackends(env, cfg)
 	if err != nil {
 		return err
 	}
@@ -81,9 +79,7 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("plan %s written to %s, but not to the run store: %w", p.ID(), path, err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(p); err != nil {
+		if err := writeJSON(env.Stdout, p); err != nil {
 			return err
 		}
 	} else {

@@ -18,11 +18,11 @@ import (
 	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
-	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
 )
 
+// loadConfig reads the file of --config, which most commands require.
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
 		return nil, usageErr("--config is required")
@@ -30,6 +30,7 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
+// openAgents loads the config and its pool of agent connections (the caller closes the pool).
 func openAgents(path string) (*config.Config, *agents.Pool, error) {
 	cfg, err := loadConfig(path)
 	if err != nil {
@@ -69,12 +70,20 @@ func eachHost[T any](hosts []string, ask func(host string) T) []T {
 	return out
 }
 
+// openBackends opens what the config names: D1, KV, Stripe and the agents (the caller
+// closes them). Backend warnings go to stderr.
+func openBackends(env *Env, cfg *config.Config) (*backends.Backends, error) {
+	return backends.Open(cfg, env.Getenv, logger(env))
+}
+
+// openExecutor opens the backends, the journal and the run store for execute and restore;
+// the returned function closes them.
 func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	b, err := openBackends(env, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -101,18 +110,19 @@ func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 	return e, func() { j.Close(); b.Close() }, nil
 }
 
+// sourcesOf is what inventory reads, from the open backends.
 func sourcesOf(b *backends.Backends) inventory.Sources {
 	return inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b}
 }
 
+// logger is the log of the libraries resetctl calls: warnings and errors, to stderr.
 func logger(env *Env) *slog.Logger {
 	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // openTeam opens the run store of the config, with hints for the usual mistakes.
 func openTeam(ctx context.Context, env *Env, cfg *config.Config) (*runs.Team, error) {
-	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	t, err := runs.Open(ctx, cfg, env.Getenv, log)
+	t, err := runs.Open(ctx, cfg, env.Getenv, logger(env))
 	if err != nil {
 		switch {
 		case errors.Is(err, runstore.ErrPermission):
@@ -125,24 +135,13 @@ func openTeam(ctx context.Context, env *Env, cfg *config.Config) (*runs.Team, er
 	return t, nil
 }
 
-func isHeld(err error) bool {
-	var held *lease.HeldError
-	return errors.As(err, &held)
-}
-
-// heldHint explains a refused lease.
-func heldHint(err error) error {
-	var held *lease.HeldError
-	if !errors.As(err, &held) {
-		return err
+// openTeamOf loads the config of --config and opens its run store.
+func openTeamOf(ctx context.Context, env *Env, cfgPath string) (*runs.Team, error) {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case held.Expired:
-		return withHint(err, "if that run is really dead, take its targets over with --take-over (recorded in the lease and the run)")
-	case held.Local:
-		return withHint(err, "another resetctl on this machine is working on these targets; wait for it to finish")
-	}
-	return withHint(err, "wait for that run to finish; a lease of a dead process expires after store.lease_ttl and can then be taken over with --take-over")
+	return openTeam(ctx, env, cfg)
 }
 
 // operatorIdentity loads the configured operator certificate and key.

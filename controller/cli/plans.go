@@ -20,11 +20,7 @@ func readPlanArg(ctx context.Context, env *Env, cfgPath, arg string) (*plan.Plan
 	if cfgPath == "" || strings.ContainsAny(arg, `/\`) || strings.HasSuffix(arg, ".json") {
 		return plan.Read(arg) // a path that does not exist: plan.Read says so
 	}
-	cfg, err := loadConfig(cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	team, err := openTeam(ctx, env, cfg)
+	team, err := openTeamOf(ctx, env, cfgPath)
 	if err != nil {
 		return nil, err
 	}

@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/prego/testreset/controller/runs"
@@ -26,11 +24,7 @@ func runRuns(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	team, err := openTeam(ctx, env, cfg)
+	team, err := openTeamOf(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -42,16 +36,14 @@ func runRuns(ctx context.Context, env *Env, args []string) error {
 		if list == nil {
 			list = []runs.Record{}
 		}
-		return json.NewEncoder(env.Stdout).Encode(list)
+		return writeJSON(env.Stdout, list)
 	}
 	now := time.Now()
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tKIND\tSTATE\tOPERATOR\tAPPROVER\tAGE\tPLAN\tERROR")
+	t := newTable(env.Stdout, "RUN", "KIND", "STATE", "OPERATOR", "APPROVER", "AGE", "PLAN", "ERROR")
 	for _, r := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(r.ID), printable(r.Kind), printable(r.State),
-			printable(r.Operator), printable(r.Approver), age(now.Sub(r.StartedAt)), printable(r.PlanID), printable(r.Error))
+		t.row(r.ID, r.Kind, r.State, r.Operator, r.Approver, age(now.Sub(r.StartedAt)), r.PlanID, r.Error)
 	}
-	return tw.Flush()
+	return t.flush()
 }
 
 func runRunsPrune(ctx context.Context, env *Env, args []string) error {
@@ -65,11 +57,7 @@ func runRunsPrune(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return usageErr("--older-than: %v", err)
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	team, err := openTeam(ctx, env, cfg)
+	team, err := openTeamOf(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -138,11 +126,7 @@ func runRunsReseal(ctx context.Context, env *Env, args []string) error {
 	if *all == (fs.NArg() > 0) {
 		return usageErr("runs reseal: name the runs, or --all")
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	team, err := openTeam(ctx, env, cfg)
+	team, err := openTeamOf(ctx, env, *cfgPath)
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/prego/testreset/controller/inventory"
@@ -70,12 +68,11 @@ func printSummary(w io.Writer, p *plan.Plan) {
 	}
 	if len(inv.Sites) > 0 {
 		fmt.Fprintln(w, "\nsites:")
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  SITE\tHOST\tEXISTS\tDB\tDB BYTES\tFILES BYTES\tPROTECTED\tERROR")
+		t := newIndentedTable(w, "  ", "SITE", "HOST", "EXISTS", "DB", "DB BYTES", "FILES BYTES", "PROTECTED", "ERROR")
 		for _, s := range inv.Sites {
-			fmt.Fprintf(tw, "  %s\t%s\t%v\t%s\t%d\t%d\t%v\t%s\n", s.Name, s.Host, s.Exists, s.DBName, s.DBBytes, s.FilesBytes, s.Protected, s.Error)
+			t.row(s.Name, s.Host, s.Exists, s.DBName, s.DBBytes, s.FilesBytes, s.Protected, s.Error)
 		}
-		tw.Flush()
+		t.flush()
 	}
 	if len(inv.Tables) > 0 {
 		fmt.Fprintln(w, "\nd1 rows to delete (children first):")
@@ -145,9 +142,7 @@ func runShow(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(p)
+		return writeJSON(env.Stdout, p)
 	}
 	printSummary(env.Stdout, p)
 	switch a := p.Approval; {

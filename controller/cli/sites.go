@@ -2,13 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"github.com/prego/testreset/certs"
@@ -75,14 +73,11 @@ func runSitesList(ctx context.Context, env *Env, args []string) error {
 		rows = append(rows, rs...)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
+		if err := writeJSON(env.Stdout, rows); err != nil {
 			return err
 		}
 	} else {
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tSITE\tDATABASE\tDB\tDB SIZE\tFILES\tPROTECTED\tERROR")
+		t := newTable(env.Stdout, "HOST", "SITE", "DATABASE", "DB", "DB SIZE", "FILES", "PROTECTED", "ERROR")
 		for _, r := range rows {
 			db := "-"
 			if r.Name != "" {
@@ -91,9 +86,11 @@ func runSitesList(ctx context.Context, env *Env, args []string) error {
 					db = "yes"
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.Host, r.Name, r.DBName, db, artifacts.HumanBytes(r.DBBytes), artifacts.HumanBytes(r.FilesBytes), r.Protected, r.Error)
+			t.row(r.Host, r.Name, r.DBName, db, artifacts.HumanBytes(r.DBBytes), artifacts.HumanBytes(r.FilesBytes), r.Protected, r.Error)
 		}
-		tw.Flush()
+		if err := t.flush(); err != nil {
+			return err
+		}
 	}
 	if down > 0 {
 		return &exitError{code: 1, msg: fmt.Sprintf("%d of %d agents unreachable", down, len(hosts))}

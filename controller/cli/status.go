@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/prego/testreset/controller/config"
@@ -20,8 +18,7 @@ func printSteps(w io.Writer, r *journal.Run, steps []journal.Step) {
 	if r.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", r.Error)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tSTEP\tSTATUS\tDURATION\tDETAIL")
+	t := newTable(w, "#", "STEP", "STATUS", "DURATION", "DETAIL")
 	for _, s := range steps {
 		d := ""
 		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
@@ -31,9 +28,9 @@ func printSteps(w io.Writer, r *journal.Run, steps []journal.Step) {
 		if s.Error != "" {
 			detail = "error: " + s.Error
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", s.Seq, s.Name, s.Status, d, detail)
+		t.row(s.Seq, s.Name, s.Status, d, detail)
 	}
-	tw.Flush()
+	t.flush()
 }
 
 func runStatus(ctx context.Context, env *Env, args []string) error {
@@ -68,14 +65,13 @@ func runStatus(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return json.NewEncoder(env.Stdout).Encode(runs)
+			return writeJSON(env.Stdout, runs)
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "RUN\tKIND\tSTATUS\tOPERATOR\tAPPROVER\tSTARTED\tERROR")
+		t := newTable(env.Stdout, "RUN", "KIND", "STATUS", "OPERATOR", "APPROVER", "STARTED", "ERROR")
 		for _, r := range runs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Status, r.Operator, r.Approver, r.StartedAt.Format(time.RFC3339), r.Error)
+			t.row(r.ID, r.Kind, r.Status, r.Operator, r.Approver, r.StartedAt.Format(time.RFC3339), r.Error)
 		}
-		return tw.Flush()
+		return t.flush()
 	}
 	r, err := j.Run(ctx, pos[0])
 	if err != nil {
@@ -86,7 +82,7 @@ func runStatus(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(env.Stdout).Encode(map[string]any{"run": r, "steps": steps})
+		return writeJSON(env.Stdout, map[string]any{"run": r, "steps": steps})
 	}
 	printSteps(env.Stdout, r, steps)
 	return nil
@@ -125,21 +121,20 @@ func statusFromStore(ctx context.Context, env *Env, cfg *config.Config, id strin
 		return true, err
 	}
 	if asJSON {
-		return true, json.NewEncoder(env.Stdout).Encode(map[string]any{"run": r, "events": evs})
+		return true, writeJSON(env.Stdout, map[string]any{"run": r, "events": evs})
 	}
 	fmt.Fprintf(env.Stdout, "run %s (%s) %s: operator %s, approver %s, on %s, started %s (from %s)\n", printable(r.ID), printable(r.Kind), printable(r.State),
 		printable(r.Operator), printable(r.Approver), printable(r.Machine), r.StartedAt.Format(time.RFC3339), team.Store)
 	if r.Error != "" {
 		fmt.Fprintf(env.Stdout, "error: %s\n", printable(r.Error))
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tTIME\tSTEP\tSTATUS\tDETAIL")
+	t := newTable(env.Stdout, "#", "TIME", "STEP", "STATUS", "DETAIL")
 	for _, e := range evs {
 		detail := e.Detail
 		if e.Error != "" {
 			detail = "error: " + e.Error
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Format(time.RFC3339), printable(e.Step), printable(e.Status), printable(detail))
+		t.row(e.Seq, e.Time.Format(time.RFC3339), e.Step, e.Status, detail)
 	}
-	return true, tw.Flush()
+	return true, t.flush()
 }

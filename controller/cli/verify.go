@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
-	"github.com/prego/testreset/controller/backends"
 	"github.com/prego/testreset/controller/execute"
 )
 
@@ -24,7 +22,7 @@ func runVerify(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := backends.Open(cfg, env.Getenv, logger(env))
+	b, err := openBackends(env, cfg)
 	if err != nil {
 		return err
 	}
@@ -34,12 +32,12 @@ func runVerify(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
 		if remaining == nil {
 			remaining = []string{}
 		}
-		enc.Encode(map[string]any{"plan": p.ID(), "clean": len(remaining) == 0, "remaining": remaining})
+		if err := writeJSON(env.Stdout, map[string]any{"plan": p.ID(), "clean": len(remaining) == 0, "remaining": remaining}); err != nil {
+			return err
+		}
 	}
 	if len(remaining) > 0 {
 		if !*asJSON {
