@@ -17,6 +17,7 @@ import (
 	"github.com/prego/testreset/agent"
 	"github.com/prego/testreset/agent/audit"
 	"github.com/prego/testreset/agent/config"
+	"github.com/prego/testreset/internal/cliflag"
 	"github.com/prego/testreset/internal/sdnotify"
 )
 
@@ -37,16 +38,16 @@ func Main(args []string, version string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], version, stderr)
 	case "audit":
 		if len(args) < 2 || args[1] != "verify" {
-			err = usageError("audit takes the subcommand verify")
+			err = cliflag.Usagef("audit takes the subcommand verify")
 			break
 		}
-		err = verify(args[2:], stdout)
+		err = verify(args[2:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 	default:
-		err = usageError(fmt.Sprintf("unknown command %q", args[0]))
+		err = cliflag.Usagef("unknown command %q", args[0])
 	}
 	if err == nil {
 		return 0
@@ -55,7 +56,7 @@ func Main(args []string, version string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "reset-agent: %v\n", err)
-	var u usageError
+	var u *cliflag.UsageError
 	if errors.As(err, &u) {
 		fmt.Fprintln(stderr, usage)
 		return 2
@@ -63,25 +64,15 @@ func Main(args []string, version string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-type usageError string
-
-func (e usageError) Error() string { return string(e) }
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
 func serve(args []string, version string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cliflag.NewFlagSet("serve", stderr)
 	cfgPath := fs.String("config", "", "agent configuration file (YAML)")
 	grace := fs.Duration("grace", 5*time.Minute, "how long calls in flight may run after SIGTERM")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	if *cfgPath == "" {
-		return usageError("serve needs --config")
+		return cliflag.Usagef("serve needs --config")
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
@@ -125,12 +116,12 @@ func serve(args []string, version string, stderr io.Writer) error {
 	return srv.Serve(ctx, lis, *grace)
 }
 
-func verify(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	var files multiFlag
+func verify(args []string, stdout, stderr io.Writer) error {
+	fs := cliflag.NewFlagSet("audit verify", stderr)
+	var files cliflag.Strings
 	fs.Var(&files, "file", "audit log file; repeat for rotated files, oldest first")
 	cfgPath := fs.String("config", "", "agent configuration file: verify its audit.path")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, 0, cliflag.Unlimited); err != nil {
 		return err
 	}
 	files = append(files, fs.Args()...)
@@ -142,7 +133,7 @@ func verify(args []string, stdout io.Writer) error {
 		files = append(files, cfg.Audit.Path)
 	}
 	if len(files) == 0 {
-		return usageError("audit verify needs --file (or --config)")
+		return cliflag.Usagef("audit verify needs --file (or --config)")
 	}
 	rep, err := audit.Verify(files...)
 	if err != nil {

@@ -30,13 +30,19 @@ func TestAuditVerify(t *testing.T) {
 	}
 	l.Close()
 
-	out, errs, code := run("audit", "verify", "--file", path)
-	if code != 0 || !strings.Contains(out, "ok: 4 lines, chain intact") {
-		t.Fatalf("intact: exit %d, %q %q", code, out, errs)
+	for _, args := range [][]string{
+		{"audit", "verify", "--file", path},
+		{"audit", "verify", path},
+		{"audit", "verify", path, "--config", "/nonexistent/agent.yaml"}, // --file or an argument wins over --config
+	} {
+		out, errs, code := run(args...)
+		if code != 0 || !strings.Contains(out, "ok: 4 lines, chain intact") {
+			t.Fatalf("intact %q: exit %d, %q %q", args, code, out, errs)
+		}
 	}
 	b, _ := os.ReadFile(path)
 	os.WriteFile(path, bytes.Replace(b, []byte("alice"), []byte("mallo"), 1), 0o640)
-	out, errs, code = run("audit", "verify", "--file", path)
+	out, errs, code := run("audit", "verify", "--file", path)
 	if code != 1 || !strings.Contains(errs, "line 2") {
 		t.Fatalf("edited: exit %d, %q %q", code, out, errs)
 	}
@@ -53,6 +59,9 @@ func TestUsage(t *testing.T) {
 		{[]string{"audit"}, 2, "audit takes the subcommand verify"},
 		{[]string{"audit", "verify"}, 2, "needs --file"},
 		{[]string{"serve"}, 2, "serve needs --config"},
+		{[]string{"serve", "--config", "/nonexistent/agent.yaml", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"serve", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"audit", "verify", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"serve", "--config", "/nonexistent/agent.yaml"}, 1, "read config"},
 		{[]string{"version"}, 0, ""},
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/prego/testreset/certs"
+	"github.com/prego/testreset/internal/cliflag"
 )
 
 func runCerts(ctx context.Context, env *Env, args []string) error {
@@ -38,7 +39,7 @@ func runCerts(ctx context.Context, env *Env, args []string) error {
 		role := fs.String("role", "", "agent or operator")
 		name := fs.String("name", "", "agent: node name; operator: e-mail address")
 		days := fs.Int("days", 0, "validity in days (default: agent 365, operator 90)")
-		var hosts, ips multiFlag
+		var hosts, ips cliflag.Strings
 		fs.Var(&hosts, "host", "agent DNS name (repeatable)")
 		fs.Var(&ips, "ip", "agent IP address (repeatable)")
 		if err := parse(fs, args[1:], 0); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/prego/testreset/controller/lease"
+	"github.com/prego/testreset/internal/cliflag"
 )
 
 // hintError carries a hint for the operator.
@@ -23,13 +24,10 @@ func withHint(err error, format string, a ...any) error {
 	return &hintError{err: err, hint: fmt.Sprintf(format, a...)}
 }
 
-type usageError struct{ msg string }
+// usageError is a mistake in the command line (exit 2, with a hint to run help).
+type usageError = cliflag.UsageError
 
-func (e *usageError) Error() string { return e.msg }
-
-func usageErr(format string, a ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, a...)}
-}
+func usageErr(format string, a ...any) error { return cliflag.Usagef(format, a...) }
 
 // exitError sets the exit code without a message of its own (the command printed it).
 type exitError struct {

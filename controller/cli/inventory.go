@@ -8,17 +8,18 @@ import (
 
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/internal/cliflag"
 )
 
 func runInventory(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "inventory")
 	cfgPath := fs.String("config", "", "resetctl configuration file")
-	var emails, tenants multiFlag
+	var emails, tenants cliflag.Strings
 	fs.Var(&emails, "email", "target e-mail (repeatable)")
 	fs.Var(&tenants, "tenant", "target tenant id (repeatable)")
 	ticket := fs.String("ticket", "", "change ticket link, recorded in the plan")
 	finance := fs.String("finance-approval", "", "finance sign-off reference: lets paid live-mode Stripe invoices through as warnings")
-	var removeMembers multiFlag
+	var removeMembers cliflag.Strings
 	fs.Var(&removeMembers, "remove-membership", "e-mail of a user outside the allowlist whose membership of a target tenant may be removed (only the membership; repeatable, recorded in the plan)")
 	out := fs.String("out", "", "plan file to write (default STATE/plans/PLAN_ID.json)")
 	asJSON := fs.Bool("json", false, "print the plan as JSON instead of the summary")

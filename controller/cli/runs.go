@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/runs"
+	"github.com/prego/testreset/internal/cliflag"
 )
 
 func runRuns(ctx context.Context, env *Env, args []string) error {
@@ -120,7 +121,7 @@ func runRunsReseal(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "runs reseal")
 	cfgPath := fs.String("config", "", "resetctl configuration file (its recipients are the new ones)")
 	all := fs.Bool("all", false, "every finished run")
-	if err := parseRange(fs, args, 0, 1<<20); err != nil {
+	if err := parseRange(fs, args, 0, cliflag.Unlimited); err != nil {
 		return err
 	}
 	if *all == (fs.NArg() > 0) {
