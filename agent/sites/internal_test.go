@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"testing/iotest"
 )
 
 func TestChunkerEdgeSizes(t *testing.T) {
@@ -95,69 +92,6 @@ func TestTail(t *testing.T) {
 	}
 	if got, want := lastLines("a\n\nb\r\nc\n\n", 2), "b\nc"; got != want {
 		t.Errorf("lastLines = %q, want %q", got, want)
-	}
-}
-
-func TestStripDefiner(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"/*M!999999\\- enable the sandbox mode */ \n", ""},
-		{"/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 trigger tr before insert on t for each row set x=1 */;;\n",
-			"/*!50003 CREATE*/ /*!50003 trigger tr before insert on t for each row set x=1 */;;\n"},
-		{"/*!50106 CREATE*/ /*!50117 DEFINER=`root`@`%`*/ /*!50106 EVENT `e` ON SCHEDULE EVERY 1 DAY DO select 1 */ ;;\n",
-			"/*!50106 CREATE*/ /*!50106 EVENT `e` ON SCHEDULE EVERY 1 DAY DO select 1 */ ;;\n"},
-		{"CREATE DEFINER=`root`@`localhost` PROCEDURE `p`()\n", "CREATE PROCEDURE `p`()\n"},
-		{"CREATE DEFINER=`we``ird`@`h.example.com` FUNCTION `f`(x int) RETURNS int(11)\n", "CREATE FUNCTION `f`(x int) RETURNS int(11)\n"},
-		{"CREATE DEFINER='root'@'localhost' PROCEDURE p()\n", "CREATE PROCEDURE p()\n"},
-		{"CREATE DEFINER=CURRENT_USER() PROCEDURE p()\n", "CREATE PROCEDURE p()\n"},
-		{"CREATE DEFINER=`role_only` PROCEDURE p()\n", "CREATE PROCEDURE p()\n"},
-		{"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n", "/*!50013 SQL SECURITY DEFINER */\n"},
-		// Data and other lines pass unchanged.
-		{"(2,'DEFINER=`x`@`y`');\n", "(2,'DEFINER=`x`@`y`');\n"},
-		{"INSERT INTO `t` VALUES (1,'CREATE DEFINER=`root`@`localhost` PROCEDURE');\n", "INSERT INTO `t` VALUES (1,'CREATE DEFINER=`root`@`localhost` PROCEDURE');\n"},
-		{"CREATE TABLE `t` (\n", "CREATE TABLE `t` (\n"},
-		// Unparseable clauses are left for the server to refuse rather than mangled.
-		{"CREATE DEFINER=`unterminated PROCEDURE p()\n", "CREATE DEFINER=`unterminated PROCEDURE p()\n"},
-	} {
-		if got := string(stripDefiner([]byte(tc.in), true)); got != tc.want {
-			t.Errorf("stripDefiner(%q)\n got %q\nwant %q", tc.in, got, tc.want)
-		}
-	}
-	// The sandbox line is only dropped as the first line.
-	if got := string(stripDefiner([]byte("/*M!999999\\- enable the sandbox mode */\n"), false)); got == "" {
-		t.Error("sandbox line dropped after the first line")
-	}
-}
-
-func TestDefinerFilterStream(t *testing.T) {
-	long := strings.Repeat("x", filterBuffer*2+17)
-	in := "/*M!999999\\- enable the sandbox mode */ \n" +
-		"INSERT INTO t VALUES ('" + long + "'),\n" +
-		"('CREATE DEFINER=`a`@`b` x');\n" +
-		"CREATE DEFINER=`root`@`localhost` PROCEDURE `p`()\n" +
-		"no newline at end"
-	want := "INSERT INTO t VALUES ('" + long + "'),\n" +
-		"('CREATE DEFINER=`a`@`b` x');\n" +
-		"CREATE PROCEDURE `p`()\n" +
-		"no newline at end"
-	for name, r := range map[string]io.Reader{
-		"whole":    strings.NewReader(in),
-		"one byte": iotest.OneByteReader(strings.NewReader(in)),
-	} {
-		t.Run(name, func(t *testing.T) {
-			got, err := io.ReadAll(newDefinerFilter(r))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != want {
-				t.Errorf("filtered stream differs: got %d bytes, want %d", len(got), len(want))
-			}
-		})
-	}
-	// A line longer than the buffer is passed through without touching its later pieces.
-	piece := strings.Repeat("y", filterBuffer-1) + "CREATE DEFINER=`r`@`h` PROCEDURE\n"
-	got, err := io.ReadAll(newDefinerFilter(strings.NewReader(piece)))
-	if err != nil || string(got) != piece {
-		t.Errorf("long line changed (%v)", err)
 	}
 }
 

@@ -76,9 +76,6 @@ func (a *Args) List(vs []Value) string {
 // Params returns the parameters bound so far, in placeholder order.
 func (a *Args) Params() []Value { return a.params }
 
-// Len returns the number of parameters bound so far.
-func (a *Args) Len() int { return len(a.params) }
-
 // QuoteIdent quotes a table or column name for SQLite.
 func QuoteIdent(name string) string {
 	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`

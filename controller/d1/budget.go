@@ -2,7 +2,6 @@ package d1
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -52,15 +51,6 @@ type budgetDB struct {
 }
 
 func (b *budgetDB) Budget() Budget { return b.budget }
-
-// Restore forwards Time Travel when the wrapped DB has it.
-func (b *budgetDB) Restore(ctx context.Context, bookmark string) (string, error) {
-	tt, ok := b.DB.(TimeTravel)
-	if !ok {
-		return "", errors.New("d1 restore: backend has no time travel")
-	}
-	return tt.Restore(ctx, bookmark)
-}
 
 // size is a statement's request bytes: its SQL, its parameters and a little
 // JSON around each.

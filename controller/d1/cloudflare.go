@@ -252,8 +252,7 @@ func numberValue(n json.Number) (Value, error) {
 }
 
 type bookmarkResult struct {
-	Bookmark         string `json:"bookmark"`
-	PreviousBookmark string `json:"previous_bookmark"`
+	Bookmark string `json:"bookmark"`
 }
 
 func (c *cloudflareDB) Bookmark(ctx context.Context) (string, error) {
@@ -269,22 +268,6 @@ func (c *cloudflareDB) Bookmark(ctx context.Context) (string, error) {
 		return "", errors.New("d1 bookmark: empty bookmark in response")
 	}
 	return r.Bookmark, nil
-}
-
-// Restore implements TimeTravel.
-func (c *cloudflareDB) Restore(ctx context.Context, bookmark string) (string, error) {
-	if bookmark == "" {
-		return "", errors.New("d1 restore: empty bookmark")
-	}
-	resp, err := c.api.Raw(ctx, http.MethodPost, c.base+"/time_travel/restore?bookmark="+url.QueryEscape(bookmark), nil, nil)
-	if err != nil {
-		return "", fmt.Errorf("d1 restore %s: %w", bookmark, cfclient.APIError(ctx, err, c.tries, "D1", ""))
-	}
-	var r bookmarkResult
-	if err := json.Unmarshal(resp.Result, &r); err != nil {
-		return "", fmt.Errorf("d1 restore %s: decode: %w", bookmark, err)
-	}
-	return r.PreviousBookmark, nil
 }
 
 // VerifyToken implements TokenVerifier.

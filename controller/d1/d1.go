@@ -63,19 +63,13 @@ type DB interface {
 	// (PRAGMA defer_foreign_keys is allowed inside). It returns one result
 	// per statement and also serves many reads in one request.
 	Batch(ctx context.Context, stmts []Statement) ([]*Result, error)
-	// Bookmark returns a D1 Time Travel bookmark for now ("" on SQLite).
+	// Bookmark returns a D1 Time Travel bookmark for now ("" on SQLite). A run records it
+	// with its D1 backup; rolling the whole database back to it is an operator's call to
+	// Cloudflare's API, outside resetctl (README: restore).
 	Bookmark(ctx context.Context) (string, error)
 	// Kind is "sqlite" or "cloudflare".
 	Kind() string
 	Close() error
-}
-
-// TimeTravel is implemented by backends that can restore a bookmark
-// (Cloudflare).
-type TimeTravel interface {
-	// Restore rolls the whole database back to bookmark and returns the
-	// bookmark of the state just before the restore, to undo it.
-	Restore(ctx context.Context, bookmark string) (previous string, err error)
 }
 
 // TokenVerifier is implemented by backends reached with an API token (Cloudflare).

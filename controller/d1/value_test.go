@@ -139,8 +139,8 @@ func TestArgs(t *testing.T) {
 	if want := "CAST(? AS INTEGER), NULL, ?"; got != want {
 		t.Errorf("List = %q, want %q", got, want)
 	}
-	if a.Len() != 2 {
-		t.Errorf("Len = %d, want 2", a.Len())
+	if got := len(a.Params()); got != 2 {
+		t.Errorf("len(Params) = %d, want 2", got)
 	}
 	if got := d1.QuoteIdent(`we"ird`); got != `"we""ird"` {
 		t.Errorf("QuoteIdent = %s", got)

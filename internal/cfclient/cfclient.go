@@ -56,9 +56,6 @@ func Options(baseURL string, r *Retry, rps float64, rt http.RoundTripper, hc *ht
 	return append(opts, cloudflare.HTTPClient(hc)), policy
 }
 
-// CeilSeconds rounds a delay up to whole seconds, as cloudflare-go counts them.
-func CeilSeconds(d time.Duration) int { return ceilSeconds(d) }
-
 func ceilSeconds(d time.Duration) int {
 	if d <= 0 {
 		return 0
