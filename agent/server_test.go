@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,7 +112,7 @@ func TestReadRPCs(t *testing.T) {
 	if got, want := info.BenchPath, a.Bench; got != want {
 		t.Errorf("Info.BenchPath = %q, want %q", got, want)
 	}
-	if !contains(info.HostNames, agenttest.DefaultHost) {
+	if !slices.Contains(info.HostNames, agenttest.DefaultHost) {
 		t.Errorf("Info.HostNames = %v, want %s among them", info.HostNames, agenttest.DefaultHost)
 	}
 
@@ -198,15 +199,6 @@ func TestReadRPCs(t *testing.T) {
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func TestRefusedCallers(t *testing.T) {
 	a := start(t)
 	other, err := testpki.New(filepath.Join(t.TempDir(), "other"))
@@ -253,7 +245,7 @@ func TestRefusedCallers(t *testing.T) {
 			if err == nil {
 				t.Fatal("ListSites succeeded")
 			}
-			if got := status.Code(err); !containsCode(tt.wantCodes, got) {
+			if got := status.Code(err); !slices.Contains(tt.wantCodes, got) {
 				t.Fatalf("code %v (%v), want one of %v", got, err, tt.wantCodes)
 			}
 			var fp string
@@ -314,15 +306,6 @@ func TestRefusedCallers(t *testing.T) {
 	if _, err := client(t, a, agenttest.Bob).Info(t.Context(), &agentv1.InfoRequest{}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func containsCode(list []codes.Code, c codes.Code) bool {
-	for _, x := range list {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 func TestAuditLogVerifiesAndDetectsEdits(t *testing.T) {

@@ -7,8 +7,9 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -53,12 +54,7 @@ func (p *Pool) CAPool() *x509.CertPool { return p.tls.Pool() }
 
 // Known lists the configured hosts, sorted.
 func (p *Pool) Known() []string {
-	var hs []string
-	for h := range p.cfg.Agents.Hosts {
-		hs = append(hs, h)
-	}
-	sort.Strings(hs)
-	return hs
+	return slices.Sorted(maps.Keys(p.cfg.Agents.Hosts))
 }
 
 // Address is where host's agent listens.

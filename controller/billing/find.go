@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/stripe/stripe-go/v76"
@@ -53,13 +54,8 @@ func (c *Client) Find(ctx context.Context, emails, ids []string) ([]Customer, er
 			found[id] = sc
 		}
 	}
-	order := make([]string, 0, len(found))
-	for id := range found {
-		order = append(order, id)
-	}
-	sort.Strings(order)
-	out := make([]Customer, 0, len(order))
-	for _, id := range order {
+	out := make([]Customer, 0, len(found))
+	for _, id := range slices.Sorted(maps.Keys(found)) {
 		cu, err := c.details(ctx, found[id])
 		if err != nil {
 			return nil, err

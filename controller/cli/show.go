@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,11 +45,7 @@ func printSummary(w io.Writer, p *plan.Plan) {
 			fmt.Fprintf(w, "  sites:   %s\n", strings.Join(t.Sites, ", "))
 		}
 		if len(t.Rows) > 0 {
-			var names []string
-			for n := range t.Rows {
-				names = append(names, n)
-			}
-			sort.Strings(names)
+			names := slices.Sorted(maps.Keys(t.Rows))
 			parts := make([]string, len(names))
 			for j, n := range names {
 				parts[j] = fmt.Sprintf("%s=%d", n, t.Rows[n])

@@ -9,7 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -154,12 +155,7 @@ func (b bindings) check(ns string) error {
 		return nil
 	}
 	if !b[ns] {
-		names := make([]string, 0, len(b))
-		for n := range b {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return fmt.Errorf("unknown KV namespace binding %q (configured: %s)", ns, strings.Join(names, ", "))
+		return fmt.Errorf("unknown KV namespace binding %q (configured: %s)", ns, strings.Join(slices.Sorted(maps.Keys(b)), ", "))
 	}
 	return nil
 }
