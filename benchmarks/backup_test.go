@@ -29,7 +29,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/prego/testreset/certs"
-	"github.com/prego/testreset/controller/artifacts"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runs"
 	s3store "github.com/prego/testreset/controller/runstore/s3"
 	"github.com/prego/testreset/internal/testing/agenttest"
@@ -157,7 +157,7 @@ func BenchmarkBackup(b *testing.B) {
 	}
 	// (b) the same database through the agent, written to files by the client as resetctl
 	// does (sha256 checked, fsynced).
-	var arts []artifacts.Artifact
+	var arts []runfolder.Artifact
 	var peak int64
 	runAgent := func(round int) float64 {
 		out := filepath.Join(tmp, fmt.Sprintf("agent-%d", round))
@@ -170,7 +170,7 @@ func BenchmarkBackup(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if arts, err = artifacts.Receive(ctx, stream, out, nil); err != nil {
+		if arts, err = runfolder.Receive(ctx, stream, agenttest.DefaultHost, site, runfolder.Folder{Dir: out}, nil); err != nil {
 			b.Fatalf("backup through the agent: %v\nagent log:\n%s", err, agent.logTail())
 		}
 		secs := time.Since(t0).Seconds()
@@ -212,7 +212,7 @@ func BenchmarkBackup(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sealed, err := team.ReceiveSite(ctx, stream, agenttest.DefaultHost, fmt.Sprintf("backups/bench-%d/", round), nil)
+		sealed, err := runfolder.Receive(ctx, stream, agenttest.DefaultHost, site, team.Sink(fmt.Sprintf("backups/bench-%d/", round)), nil)
 		if err != nil {
 			b.Fatalf("backup into the bucket: %v\nagent log:\n%s\nserver log:\n%s", err, agent.logTail(), srv.Log())
 		}
@@ -220,11 +220,11 @@ func BenchmarkBackup(b *testing.B) {
 		ctlBucketPeak = max(ctlBucketPeak, sampler())
 		bucketBytes = 0
 		for _, a := range sealed {
-			bucketBytes += a.CipherBytes
+			bucketBytes += a.Sealed.CipherBytes
 		}
 		if round > 0 {
 			for _, a := range sealed {
-				_ = bucketStore.Delete(ctx, strings.Replace(a.Key, fmt.Sprintf("bench-%d", round), fmt.Sprintf("bench-%d", round-1), 1))
+				_ = bucketStore.Delete(ctx, strings.Replace(a.File, fmt.Sprintf("bench-%d", round), fmt.Sprintf("bench-%d", round-1), 1))
 			}
 		}
 		return secs
@@ -264,7 +264,7 @@ func BenchmarkBackup(b *testing.B) {
 
 	var dbArtifact int64
 	for _, a := range arts {
-		if a.Kind == agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE {
+		if a.Kind == runfolder.KindDatabase {
 			dbArtifact = a.Bytes
 		}
 	}

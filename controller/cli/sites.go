@@ -11,7 +11,7 @@ import (
 
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/agents"
-	"github.com/prego/testreset/controller/artifacts"
+	"github.com/prego/testreset/controller/runfolder"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -86,7 +86,7 @@ func runSitesList(ctx context.Context, env *Env, args []string) error {
 					db = "yes"
 				}
 			}
-			t.row(r.Host, r.Name, r.DBName, db, artifacts.HumanBytes(r.DBBytes), artifacts.HumanBytes(r.FilesBytes), r.Protected, r.Error)
+			t.row(r.Host, r.Name, r.DBName, db, runfolder.HumanBytes(r.DBBytes), runfolder.HumanBytes(r.FilesBytes), r.Protected, r.Error)
 		}
 		if err := t.flush(); err != nil {
 			return err
@@ -147,7 +147,7 @@ func runSitesBackup(ctx context.Context, env *Env, args []string) error {
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return fmt.Errorf("backup %s: %w", site, err)
 	}
-	if _, err := os.Lstat(filepath.Join(*out, artifacts.ManifestFile)); err == nil {
+	if _, err := os.Lstat(filepath.Join(*out, runfolder.ManifestFile)); err == nil {
 		return withHint(fmt.Errorf("backup %s: %s already holds a backup (manifest.json)", site, *out), "choose a new or empty --out folder")
 	}
 	c, err := pool.Agent(*host)
@@ -165,21 +165,26 @@ func runSitesBackup(ctx context.Context, env *Env, args []string) error {
 	if env.Terminal {
 		progress = env.progress
 	}
-	arts, err := artifacts.Receive(ctx, stream, *out, progress)
+	arts, err := runfolder.Receive(ctx, stream, *host, site, runfolder.Folder{Dir: *out}, progress)
 	if err != nil {
-		if errors.Is(err, artifacts.ErrIntegrity) {
+		if errors.Is(err, runfolder.ErrIntegrity) {
 			return withHint(fmt.Errorf("backup %s on %s: %w", site, *host, err), "the transfer or the disk corrupted the artifact; run the backup again")
 		}
 		return fmt.Errorf("backup %s on %s: %w", site, *host, err)
 	}
 	op, _ := pool.Operator()
-	m := artifacts.NewManifest(site, *host, certs.Identity(op), *planID, started, arts)
-	if err := artifacts.WriteManifest(*out, m); err != nil {
+	operator := certs.Identity(op)
+	m := &runfolder.Manifest{PlanID: *planID, Operator: operator, Time: started.UTC()}
+	for i := range arts {
+		arts[i].Time, arts[i].Operator = started.UTC(), operator
+	}
+	m.Add(arts...)
+	if err := runfolder.CreateManifest(*out, m); err != nil {
 		return fmt.Errorf("backup %s: %w", site, err)
 	}
 	for _, a := range arts {
-		fmt.Fprintf(env.Stdout, "%s  %s  %d bytes  sha256 %s\n", artifacts.KindName(a.Kind), a.Path, a.Bytes, a.SHA256)
+		fmt.Fprintf(env.Stdout, "%s  %s  %d bytes  sha256 %s\n", a.Kind, filepath.Join(*out, a.File), a.Bytes, a.SHA256)
 	}
-	fmt.Fprintf(env.Stdout, "manifest  %s\n", filepath.Join(*out, artifacts.ManifestFile))
+	fmt.Fprintf(env.Stdout, "manifest  %s\n", filepath.Join(*out, runfolder.ManifestFile))
 	return nil
 }

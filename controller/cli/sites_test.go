@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/prego/testreset/controller/artifacts"
 	"github.com/prego/testreset/controller/cli"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/internal/testing/agenttest"
 	"github.com/prego/testreset/internal/testing/mariadbtest"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -143,18 +143,19 @@ func TestSitesCommand(t *testing.T) {
 		if r.stderr != "" {
 			t.Errorf("stderr %q, want nothing (not a terminal)", r.stderr)
 		}
-		m, arts, err := artifacts.ReadManifest(out)
+		m, err := runfolder.ReadManifest(out)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.Site != shop.Name || m.Host != agenttest.DefaultHost || m.Operator != agenttest.Alice || m.PlanID != "TICKET-7" || m.Time.IsZero() {
+		if m.Operator != agenttest.Alice || m.PlanID != "TICKET-7" || m.Time.IsZero() || m.Run != "" {
 			t.Errorf("manifest = %+v", m)
 		}
-		if len(arts) != 2 {
+		arts := m.Of(agenttest.DefaultHost, shop.Name)
+		if len(arts) != 2 || len(m.Artifacts) != 2 {
 			t.Fatalf("manifest lists %d artifacts, want 2", len(arts))
 		}
 		for _, art := range arts {
-			if err := artifacts.Verify(art); err != nil {
+			if err := runfolder.VerifyFile(out, art); err != nil {
 				t.Error(err)
 			}
 			if !strings.Contains(r.stdout, art.SHA256) {
@@ -181,8 +182,8 @@ func TestSitesCommand(t *testing.T) {
 			t.Fatalf("exit %d: %s", tty.code, tty.stderr)
 		}
 		for _, art := range arts {
-			if !strings.Contains(tty.stderr, "-"+shop.Name+"-"+artifacts.KindName(art.Kind)) || !strings.Contains(tty.stderr, "/s)") {
-				t.Errorf("terminal progress %q lacks the %s artifact", tty.stderr, artifacts.KindName(art.Kind))
+			if !strings.Contains(tty.stderr, "-"+shop.Name+"-"+art.Kind) || !strings.Contains(tty.stderr, "/s)") {
+				t.Errorf("terminal progress %q lacks the %s artifact", tty.stderr, art.Kind)
 			}
 		}
 
@@ -244,8 +245,8 @@ func TestSitesCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range ents {
-			if !strings.HasSuffix(e.Name(), artifacts.CorruptSuffix) {
-				t.Errorf("left %s; only a file marked %s may remain", e.Name(), artifacts.CorruptSuffix)
+			if !strings.HasSuffix(e.Name(), runfolder.CorruptSuffix) {
+				t.Errorf("left %s; only a file marked %s may remain", e.Name(), runfolder.CorruptSuffix)
 			}
 		}
 		if len(ents) != 1 {

@@ -2,94 +2,33 @@ package execute
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"time"
 
-	"github.com/prego/testreset/controller/artifacts"
-	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/kv"
-	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/runfolder"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
-// D1Backup is the D1 backup file: every row with its column names and typed values.
-type D1Backup struct {
-	TakenAt  time.Time     `json:"taken_at"`
-	Bookmark string        `json:"bookmark,omitempty"` // D1 Time Travel, Cloudflare only
-	Tables   []TableBackup `json:"tables"`             // delete order (children first)
-}
-
-// TableBackup holds one table's rows.
-type TableBackup struct {
-	Table      string       `json:"table"`
-	Columns    []string     `json:"columns"`
-	KeyColumns []string     `json:"key_columns"`
-	Rows       [][]d1.Value `json:"rows"`
-}
-
-// KVBackup is the KV backup file.
-type KVBackup struct {
-	TakenAt time.Time `json:"taken_at"`
-	Entries []KVEntry `json:"entries"`
-}
-
-// KVEntry is one key with its value, metadata and expiration.
-type KVEntry struct {
-	Namespace string `json:"namespace"`
-	kv.Entry
-	Routing bool `json:"routing,omitempty"`
-}
-
-// Manifest lists a run's artifacts.
-type Manifest struct {
-	Run        string     `json:"run"`
-	PlanSHA256 string     `json:"plan_sha256"`
-	Operator   string     `json:"operator"`
-	Artifacts  []Artifact `json:"artifacts"`
-}
-
-// Artifact is one backup file.
-type Artifact struct {
-	File     string    `json:"file"` // relative to the run folder
-	Kind     string    `json:"kind"` // d1, kv, database, files
-	Site     string    `json:"site,omitempty"`
-	Host     string    `json:"host,omitempty"`
-	SHA256   string    `json:"sha256"`
-	Bytes    int64     `json:"bytes"`
-	Time     time.Time `json:"time"`
-	Operator string    `json:"operator"`
-	// Sealed: the artifact lives encrypted (age) in the run store under File, which is then
-	// its key; SHA256 and Bytes are the plaintext's. FileName and StartedAt are the agent's.
-	Sealed    *runstore.Sealed `json:"sealed,omitempty"`
-	FileName  string           `json:"file_name,omitempty"`
-	StartedAt time.Time        `json:"started_at,omitzero"`
-}
+// The run folder's schema is runfolder's; these aliases keep the package's code short.
+type (
+	Manifest    = runfolder.Manifest
+	Artifact    = runfolder.Artifact
+	D1Backup    = runfolder.D1Backup
+	TableBackup = runfolder.TableBackup
+	KVBackup    = runfolder.KVBackup
+	KVEntry     = runfolder.KVEntry
+)
 
 var manifestMu sync.Mutex
 
 // ReadManifest loads a run's manifest (an empty one when none exists yet).
-func ReadManifest(dir string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return &Manifest{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
-	}
-	return &m, nil
-}
+func ReadManifest(dir string) (*Manifest, error) { return runfolder.ReadManifest(dir) }
 
 func (e *Executor) addArtifacts(dir string, run *journal.Run, arts ...Artifact) error {
 	manifestMu.Lock()
@@ -99,26 +38,17 @@ func (e *Executor) addArtifacts(dir string, run *journal.Run, arts ...Artifact) 
 		return err
 	}
 	m.Run, m.PlanSHA256, m.Operator = run.ID, run.PlanSHA256, run.Operator
-	for _, a := range arts {
-		replaced := false
-		for i := range m.Artifacts {
-			if m.Artifacts[i].File == a.File {
-				m.Artifacts[i], replaced = a, true
-			}
-		}
-		if !replaced {
-			m.Artifacts = append(m.Artifacts, a)
-		}
-	}
-	return writeJSON(filepath.Join(dir, "manifest.json"), m)
+	m.Add(arts...)
+	return runfolder.WriteManifest(dir, m)
 }
 
 func (e *Executor) fileArtifact(dir, file, kind string, run *journal.Run) (Artifact, error) {
-	sum, n, err := sha256File(filepath.Join(dir, file))
+	a, err := runfolder.FileArtifact(dir, file, kind)
 	if err != nil {
 		return Artifact{}, err
 	}
-	return Artifact{File: file, Kind: kind, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator}, nil
+	a.Time, a.Operator = e.now().UTC(), run.Operator
+	return a, nil
 }
 
 // inManifest reports whether file is already a verified artifact of the run: a step that
@@ -128,12 +58,7 @@ func inManifest(dir, file string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, a := range m.Artifacts {
-		if a.File == file || strings.HasPrefix(a.File, file+string(filepath.Separator)) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return m.Has(file), nil
 }
 
 func (e *Executor) backupD1(ctx context.Context, dir string, run *journal.Run, tables []inventory.TableRows, file string) (string, error) {
@@ -150,10 +75,10 @@ func (e *Executor) backupD1(ctx context.Context, dir string, run *journal.Run, t
 		b.Tables = append(b.Tables, TableBackup{Table: t.Table, Columns: t.Columns, KeyColumns: t.KeyColumns, Rows: t.Rows})
 		rows += len(t.Rows)
 	}
-	if err := writeJSON(filepath.Join(dir, file), b); err != nil {
+	if err := runfolder.WriteJSON(filepath.Join(dir, file), b); err != nil {
 		return "", fmt.Errorf("write %s: %w", file, err)
 	}
-	a, err := e.fileArtifact(dir, file, "d1", run)
+	a, err := e.fileArtifact(dir, file, runfolder.KindD1, run)
 	if err != nil {
 		return "", err
 	}
@@ -192,10 +117,10 @@ func (e *Executor) backupKV(ctx context.Context, dir string, run *journal.Run, k
 		}
 		b.Entries = append(b.Entries, KVEntry{Namespace: k.Namespace, Entry: *ent, Routing: k.Routing})
 	}
-	if err := writeJSON(filepath.Join(dir, file), b); err != nil {
+	if err := runfolder.WriteJSON(filepath.Join(dir, file), b); err != nil {
 		return "", fmt.Errorf("write %s: %w", file, err)
 	}
-	a, err := e.fileArtifact(dir, file, "kv", run)
+	a, err := e.fileArtifact(dir, file, runfolder.KindKV, run)
 	if err != nil {
 		return "", err
 	}
@@ -205,8 +130,6 @@ func (e *Executor) backupKV(ctx context.Context, dir string, run *journal.Run, k
 	return fmt.Sprintf("%d key(s) in %s", len(b.Entries), file), nil
 }
 
-func siteDir(host, site string) string { return filepath.Join("sites", host, site) }
-
 func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run, host, site string) (string, error) {
 	if e.sealedSites() {
 		return e.backupSiteSealed(ctx, dir, run, host, site)
@@ -215,24 +138,17 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 	if err != nil {
 		return "", err
 	}
-	rel := siteDir(host, site)
-	out := filepath.Join(dir, rel)
+	rel := runfolder.SiteDir(host, site)
+	out := filepath.Join(dir, filepath.FromSlash(rel))
 	// A backup in the manifest is never deleted or overwritten: the step crashed after
 	// recording it, and the site may be gone by now.
-	if done, err := inManifest(dir, rel); err != nil {
+	m, err := ReadManifest(dir)
+	if err != nil {
 		return "", err
-	} else if done {
-		m, err := ReadManifest(dir)
-		if err != nil {
-			return "", err
-		}
-		var mine []Artifact
-		for _, a := range m.Artifacts {
-			if a.Site == site && a.Host == host {
-				mine = append(mine, a)
-			}
-		}
-		if err := verifyManifest(dir, &Manifest{Artifacts: mine}); err != nil {
+	}
+	if m.Has(rel) {
+		mine := m.Of(host, site)
+		if err := runfolder.Verify(dir, mine); err != nil {
 			return "", fmt.Errorf("backup %s on %s: already in the manifest but %w", site, host, err)
 		}
 		return fmt.Sprintf("already backed up (%d artifact(s) in the manifest, sha256 verified)", len(mine)), nil
@@ -253,38 +169,26 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	arts, err := artifacts.Receive(ctx, stream, part, e.Progress)
+	arts, err := runfolder.Receive(ctx, stream, host, site, runfolder.Folder{Dir: part, Rel: rel}, e.Progress)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
 	if err := os.Rename(part, out); err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	for i := range arts {
-		arts[i].Path = filepath.Join(out, filepath.Base(arts[i].Path))
-	}
-	var list []Artifact
 	var total int64
-	for _, a := range arts {
-		file := filepath.Join(rel, filepath.Base(a.Path))
-		// Re-read from disk: the manifest records what is stored, checked against the agent's trailer.
-		sum, n, err := sha256File(filepath.Join(dir, file))
-		if err != nil {
-			return "", err
-		}
-		if sum != a.SHA256 || n != a.Bytes {
-			return "", fmt.Errorf("backup %s on %s: %s on disk has sha256 %s (%d bytes), the agent sent %s (%d bytes)", site, host, file, sum, n, a.SHA256, a.Bytes)
-		}
-		list = append(list, Artifact{File: file, Kind: a.Kind.Name(), Site: site, Host: host, SHA256: sum, Bytes: n, Time: e.now().UTC(), Operator: run.Operator})
-		total += n
+	for i := range arts {
+		arts[i].Time, arts[i].Operator = e.now().UTC(), run.Operator
+		total += arts[i].Bytes
 	}
-	if len(list) != 2 {
-		return "", fmt.Errorf("backup %s on %s: got %d artifacts, want database and files", site, host, len(list))
+	// Read back from disk: the manifest records what is stored, checked against the agent's trailer.
+	if err := runfolder.Verify(dir, arts); err != nil {
+		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	if err := e.addArtifacts(dir, run, list...); err != nil {
+	if err := e.addArtifacts(dir, run, arts...); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s and %s, %d bytes, sha256 verified", list[0].File, list[1].File, total), nil
+	return fmt.Sprintf("%s and %s, %d bytes, sha256 verified", arts[0].File, arts[1].File, total), nil
 }
 
 // verifyBackups re-reads every artifact and checks its sha256 against the manifest.
@@ -313,30 +217,11 @@ func (e *Executor) verifyArtifacts(ctx context.Context, dir string, m *Manifest)
 		return errors.New("manifest lists no artifacts")
 	}
 	if len(local) > 0 {
-		if err := verifyManifest(dir, &Manifest{Artifacts: local}); err != nil {
+		if err := runfolder.Verify(dir, local); err != nil {
 			return err
 		}
 	}
 	return e.verifySealed(ctx, sealed)
-}
-
-func verifyManifest(dir string, m *Manifest) error {
-	if len(m.Artifacts) == 0 {
-		return errors.New("manifest lists no artifacts")
-	}
-	for _, a := range m.Artifacts {
-		if a.Sealed != nil {
-			return fmt.Errorf("artifact %s: in the run store, not on disk", a.File)
-		}
-		sum, n, err := sha256File(filepath.Join(dir, a.File))
-		if err != nil {
-			return fmt.Errorf("artifact %s: %w", a.File, err)
-		}
-		if sum != a.SHA256 || n != a.Bytes {
-			return fmt.Errorf("artifact %s: sha256 %s (%d bytes), manifest says %s (%d bytes)", a.File, sum, n, a.SHA256, a.Bytes)
-		}
-	}
-	return nil
 }
 
 // backedUp returns the keys of every D1 row and KV key in the run's backups.
@@ -344,13 +229,13 @@ func backedUp(dir string, m *Manifest) (rows map[string]bool, keys map[string]bo
 	rows, keys = map[string]bool{}, map[string]bool{}
 	for _, a := range m.Artifacts {
 		switch a.Kind {
-		case "d1":
+		case runfolder.KindD1:
 			var b D1Backup
 			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
 				return nil, nil, err
 			}
 			for _, t := range b.Tables {
-				tr, err := t.keys(a.File)
+				tr, err := t.Keys(a.File)
 				if err != nil {
 					return nil, nil, err
 				}
@@ -358,7 +243,7 @@ func backedUp(dir string, m *Manifest) (rows map[string]bool, keys map[string]bo
 					rows[rowKey(t.Table, key)] = true
 				}
 			}
-		case "kv":
+		case runfolder.KindKV:
 			var b KVBackup
 			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
 				return nil, nil, err
@@ -371,52 +256,11 @@ func backedUp(dir string, m *Manifest) (rows map[string]bool, keys map[string]bo
 	return rows, keys, nil
 }
 
-// keys returns the key of every row in the table's backup, taken from file. A backup whose
-// rows lack a key column is refused, not indexed blindly.
-func (t TableBackup) keys(file string) (inventory.TableRows, error) {
-	idx := columnIndexes(t.Columns, t.KeyColumns)
-	tr := inventory.TableRows{Table: t.Table, KeyColumns: t.KeyColumns}
-	for _, j := range idx {
-		if j < 0 {
-			return tr, fmt.Errorf("%s: table %s: key column missing from the backup", file, t.Table)
-		}
-	}
-	for n, r := range t.Rows {
-		key := make([]d1.Value, len(idx))
-		for i, j := range idx {
-			if j >= len(r) {
-				return tr, fmt.Errorf("%s: table %s: row %d has %d values for %d columns", file, t.Table, n+1, len(r), len(t.Columns))
-			}
-			key[i] = r[j]
-		}
-		tr.Keys = append(tr.Keys, key)
-	}
-	return tr, nil
-}
+func columnIndexes(cols, want []string) []int { return runfolder.ColumnIndexes(cols, want) }
 
-func columnIndexes(cols, want []string) []int {
-	out := make([]int, len(want))
-	for i, w := range want {
-		out[i] = -1
-		for j, c := range cols {
-			if c == w {
-				out[i] = j
-			}
-		}
-	}
-	return out
-}
+func readJSON(path string, v any) error { return runfolder.ReadJSON(path, v) }
 
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
+func writeJSON(path string, v any) error { return runfolder.WriteJSON(path, v) }
 
 // topUp backs up D1 rows and KV keys that appeared since the run's backups were taken
 // (a resumed run, or a row written meanwhile), so nothing is ever deleted unbacked.

@@ -6,9 +6,6 @@ package execute
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -471,20 +468,6 @@ func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, nam
 	return "", fmt.Errorf("unknown step %q", name)
 }
 
-func sha256File(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
 // rowKey identifies a row of a table in backups.
 func rowKey(table string, key []d1.Value) string {
 	parts := []string{table}
@@ -492,12 +475,4 @@ func rowKey(table string, key []d1.Value) string {
 		parts = append(parts, v.String())
 	}
 	return strings.Join(parts, "\x00")
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return plan.WriteFileAtomic(path, append(b, '\n'), 0o600)
 }

@@ -189,7 +189,7 @@ func loadRunScope(dir string, steps []journal.Step, p *plan.Plan) (*runScope, er
 				return nil, err
 			}
 			for _, t := range bk.Tables {
-				tr, err := t.keys(a.File)
+				tr, err := t.Keys(a.File)
 				if err != nil {
 					return nil, err
 				}

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/prego/testreset/controller/artifacts"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
@@ -245,22 +244,6 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, ho
 	if err != nil {
 		return "", err
 	}
-	// Database first, then files, as they were backed up.
-	var send []artifacts.Artifact
-	for _, kind := range []string{"database", "files"} {
-		for _, a := range arts {
-			if a.Kind == kind {
-				k := agentv1.ArtifactKind_ARTIFACT_KIND_FILES
-				if kind == "database" {
-					k = agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE
-				}
-				send = append(send, artifacts.Artifact{Kind: k, FileName: filepath.Base(a.File), Path: filepath.Join(dir, a.File), SHA256: a.SHA256, Bytes: a.Bytes})
-			}
-		}
-	}
-	if len(send) != 2 {
-		return "", fmt.Errorf("run %s has %d artifacts for %s on %s, want database and files", runID, len(send), site, host)
-	}
 	stream, err := client.RestoreSite(ctx)
 	if err != nil {
 		return "", err
@@ -268,12 +251,7 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, ho
 	if err := stream.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site, PlanId: runID, PlanSha256: p.PlanSHA256, Grant: g}}}); err != nil {
 		return "", fmt.Errorf("restore %s: %w", site, err)
 	}
-	var sendErr error
-	if len(arts) > 0 && arts[0].Sealed != nil {
-		sendErr = e.sendSealed(ctx, stream, arts)
-	} else {
-		sendErr = artifacts.Send(ctx, stream, send)
-	}
+	sendErr := e.sendSite(ctx, stream, dir, arts)
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
 		if status.Code(err) == codes.Unavailable {
@@ -459,7 +437,7 @@ func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artif
 				return nil, err
 			}
 			for _, t := range b.Tables {
-				tr, err := t.keys(a.File)
+				tr, err := t.Keys(a.File)
 				if err != nil {
 					return nil, err
 				}

@@ -16,6 +16,7 @@ import (
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -277,8 +278,8 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 		return "", err
 	}
 	var mine []Artifact
-	for _, a := range m.Artifacts {
-		if a.Site == site && a.Host == host && a.Sealed != nil {
+	for _, a := range m.Of(host, site) {
+		if a.Sealed != nil {
 			mine = append(mine, a)
 		}
 	}
@@ -288,7 +289,7 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 		}
 		return fmt.Sprintf("already backed up (%d artifact(s) in the manifest, verified in %s)", len(mine), e.Team.Store), nil
 	}
-	prefix := "backups/" + run.ID + "/" + filepath.ToSlash(siteDir(host, site)) + "/"
+	prefix := runfolder.StoreKey(run.ID, runfolder.SiteDir(host, site)) + "/"
 	// An earlier attempt killed halfway left an unfinished upload (never an object): this
 	// run holds the site's lease, so no one else is uploading there.
 	if n, err := e.Team.Store.CleanupIncomplete(ctx, prefix, 0); err != nil {
@@ -304,22 +305,19 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	arts, err := e.Team.ReceiveSite(ctx, stream, host, prefix, e.Progress)
+	arts, err := runfolder.Receive(ctx, stream, host, site, e.Team.Sink(prefix), e.Progress)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	var list []Artifact
 	var total int64
-	for _, a := range arts {
-		s := a.Sealed
-		list = append(list, Artifact{File: a.Key, Kind: a.Kind, Site: site, Host: host, SHA256: a.PlainSHA256, Bytes: a.PlainBytes,
-			Time: e.now().UTC(), Operator: run.Operator, Sealed: &s, FileName: a.FileName, StartedAt: a.StartedAt})
-		total += a.PlainBytes
+	for i := range arts {
+		arts[i].Time, arts[i].Operator = e.now().UTC(), run.Operator
+		total += arts[i].Bytes
 	}
-	if err := e.addArtifacts(dir, run, list...); err != nil {
+	if err := e.addArtifacts(dir, run, arts...); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s and %s, %d bytes, sha256 verified, encrypted into %s", list[0].File, list[1].File, total, e.Team.Store), nil
+	return fmt.Sprintf("%s and %s, %d bytes, sha256 verified, encrypted into %s", arts[0].File, arts[1].File, total, e.Team.Store), nil
 }
 
 // verifySealed checks sealed artifacts in the store: the ciphertext's sha256 and size
@@ -332,14 +330,14 @@ func (e *Executor) verifySealed(ctx context.Context, arts []Artifact) error {
 	if e.Team == nil {
 		return errors.New("the manifest lists artifacts in a run store, and no run store is configured")
 	}
-	ids, idErr := e.Team.Identities()
+	src, idErr := e.Team.Source()
 	for _, a := range arts {
 		if a.Sealed == nil {
 			continue
 		}
 		if idErr == nil {
-			if err := runstore.VerifySealed(ctx, e.Team.Store, *a.Sealed, ids); err != nil {
-				return fmt.Errorf("artifact %s: %w", a.File, err)
+			if err := runfolder.Check(ctx, src, []Artifact{a}); err != nil {
+				return err
 			}
 			continue
 		}
@@ -356,16 +354,6 @@ func (e *Executor) verifySealed(ctx context.Context, arts []Artifact) error {
 	return nil
 }
 
-// sealedIndex lists the run-folder files kept sealed in the store (file -> sealed object).
-const sealedIndex = "sealed.json"
-
-// sensitive reports whether a run-folder file holds customer data (D1 rows, KV values):
-// those go into a shared store only encrypted.
-func sensitive(rel string) bool {
-	base := filepath.Base(rel)
-	return strings.HasSuffix(base, ".json") && (strings.HasPrefix(base, "d1") || strings.HasPrefix(base, "kv"))
-}
-
 // syncRun copies the run's folder (plan, manifest, scope, D1 and KV backups sealed) and its
 // change record into a shared store, so every operator can see, verify and restore the run.
 // Site artifacts are already there (backupSiteSealed). Files unchanged since the last sync
@@ -379,9 +367,9 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 	}
 	dir := e.RunDir(runID)
 	index := map[string]runstore.Sealed{}
-	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+sealedIndex); err == nil {
+	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+runfolder.SealedIndex); err == nil {
 		if err := json.Unmarshal(b, &index); err != nil {
-			return fmt.Errorf("run %s: %s in the store: %w", runID, sealedIndex, err)
+			return fmt.Errorf("run %s: %s in the store: %w", runID, runfolder.SealedIndex, err)
 		}
 	} else if !errors.Is(err, runstore.ErrNotFound) {
 		return err
@@ -403,7 +391,7 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), ".") || rel == sealedIndex || !d.Type().IsRegular() {
+		if strings.HasPrefix(d.Name(), ".") || rel == runfolder.SealedIndex || !d.Type().IsRegular() {
 			return nil
 		}
 		files = append(files, file{path, "backups/" + runID + "/" + rel})
@@ -420,7 +408,7 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 	}
 	changedIndex := false
 	for _, f := range files {
-		sum, _, err := sha256File(f.path)
+		sum, _, err := runstore.HashFile(f.path)
 		if err != nil {
 			return err
 		}
@@ -432,7 +420,7 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 			return err
 		}
 		rel := strings.TrimPrefix(f.key, "backups/"+runID+"/")
-		if strings.HasPrefix(f.key, "backups/") && sensitive(rel) {
+		if strings.HasPrefix(f.key, "backups/") && runfolder.IsSensitive(rel) {
 			s, err := runstore.PutSealed(ctx, e.Team.Store, f.key+".age", in, e.Team.Recipients)
 			in.Close()
 			if err != nil {
@@ -454,7 +442,7 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := e.Team.Store.Put(ctx, "backups/"+runID+"/"+sealedIndex, bytes.NewReader(b)); err != nil {
+		if _, err := e.Team.Store.Put(ctx, "backups/"+runID+"/"+runfolder.SealedIndex, bytes.NewReader(b)); err != nil {
 			return fmt.Errorf("run %s: %w", runID, err)
 		}
 	}
@@ -481,9 +469,9 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 		return nil, err
 	}
 	index := map[string]runstore.Sealed{}
-	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+sealedIndex); err == nil {
+	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+runfolder.SealedIndex); err == nil {
 		if err := json.Unmarshal(b, &index); err != nil {
-			return nil, fmt.Errorf("run %s: %s: %w", runID, sealedIndex, err)
+			return nil, fmt.Errorf("run %s: %s: %w", runID, runfolder.SealedIndex, err)
 		}
 	} else if !errors.Is(err, runstore.ErrNotFound) {
 		return nil, err
@@ -493,7 +481,7 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	var keys []string
 	if err := e.Team.Store.List(ctx, prefix, func(o runstore.Object) error {
 		rel := strings.TrimPrefix(o.Key, prefix)
-		if strings.HasPrefix(rel, "sites/") || rel == sealedIndex || strings.HasSuffix(rel, ".age") {
+		if strings.HasPrefix(rel, "sites/") || rel == runfolder.SealedIndex || strings.HasSuffix(rel, ".age") {
 			return nil
 		}
 		keys = append(keys, o.Key)
@@ -528,7 +516,7 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	}
 	for rel, s := range index {
 		if !strings.HasPrefix(s.Key, prefix) {
-			return nil, fmt.Errorf("run %s: %s names object %q outside the run", runID, sealedIndex, s.Key)
+			return nil, fmt.Errorf("run %s: %s names object %q outside the run", runID, runfolder.SealedIndex, s.Key)
 		}
 		rc, err := runstore.OpenSealed(ctx, e.Team.Store, s, ids)
 		if err != nil {
@@ -545,8 +533,8 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	if err != nil {
 		return nil, err
 	}
-	if err := checkManifestPaths(runID, m); err != nil {
-		return nil, err
+	if err := m.CheckPaths(runfolder.StorePrefix(runID)); err != nil {
+		return nil, fmt.Errorf("run %s: %w", runID, err)
 	}
 	var local []Artifact
 	for _, a := range m.Artifacts {
@@ -555,7 +543,7 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 		}
 	}
 	if len(local) > 0 {
-		if err := verifyManifest(dir, &Manifest{Artifacts: local}); err != nil {
+		if err := runfolder.Verify(dir, local); err != nil {
 			return nil, fmt.Errorf("run %s fetched from %s: %w", runID, e.Team.Store, err)
 		}
 	}
@@ -568,30 +556,21 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	return run, nil
 }
 
-// sendSealed streams a site's sealed artifacts from the store to the agent, database first,
-// decrypting with this operator's age identity.
-func (e *Executor) sendSealed(ctx context.Context, stream agentv1.Agent_RestoreSiteClient, arts []Artifact) error {
-	ids, err := e.Team.Identities()
-	if err != nil {
-		return err
-	}
-	var list []runs.SiteArtifact
-	for _, kind := range []string{"database", "files"} {
-		for _, a := range arts {
-			if a.Kind != kind {
-				continue
-			}
-			if a.Sealed == nil {
-				return fmt.Errorf("artifact %s: not in the run store", a.File)
-			}
-			name := a.FileName
-			if name == "" {
-				name = strings.TrimSuffix(filepath.Base(a.File), ".age")
-			}
-			list = append(list, runs.SiteArtifact{Kind: a.Kind, FileName: name, Site: a.Site, Host: a.Host, StartedAt: a.StartedAt, Sealed: *a.Sealed})
+// sendSite streams a site's artifacts to the agent, database first: from the run folder,
+// or, sealed, from the store, decrypting with this operator's age identity.
+func (e *Executor) sendSite(ctx context.Context, stream agentv1.Agent_RestoreSiteClient, dir string, arts []Artifact) error {
+	var src runfolder.Source = runfolder.Dir(dir)
+	if len(arts) > 0 && arts[0].Sealed != nil {
+		if e.Team == nil {
+			return errors.New("the manifest lists artifacts in a run store, and no run store is configured")
 		}
+		s, err := e.Team.Source()
+		if err != nil {
+			return err
+		}
+		src = s
 	}
-	return e.Team.SendSite(ctx, stream, list, ids)
+	return runfolder.SendSite(ctx, stream, src, arts)
 }
 
 // refreshManifest replaces the local copy of a run's manifest with the one in a shared
@@ -600,15 +579,15 @@ func (e *Executor) refreshManifest(ctx context.Context, runID string) error {
 	if !e.sealedSites() {
 		return nil
 	}
-	b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/manifest.json")
+	b, err := runstore.ReadAll(ctx, e.Team.Store, runfolder.StoreKey(runID, runfolder.ManifestFile))
 	if errors.Is(err, runstore.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	var remote Manifest
-	if err := json.Unmarshal(b, &remote); err != nil {
+	remote, err := runfolder.ParseManifest(b)
+	if err != nil {
 		return fmt.Errorf("run %s: manifest in %s: %w", runID, e.Team.Store, err)
 	}
 	local, err := ReadManifest(e.RunDir(runID))
@@ -618,29 +597,12 @@ func (e *Executor) refreshManifest(ctx context.Context, runID string) error {
 	if remote.Run != runID || (local.PlanSHA256 != "" && remote.PlanSHA256 != local.PlanSHA256) {
 		return fmt.Errorf("run %s: the manifest in %s names run %s of plan %.12s", runID, e.Team.Store, remote.Run, remote.PlanSHA256)
 	}
-	if err := checkManifestPaths(runID, &remote); err != nil {
-		return err
+	if err := remote.CheckPaths(runfolder.StorePrefix(runID)); err != nil {
+		return fmt.Errorf("run %s: %w", runID, err)
 	}
-	path := filepath.Join(e.RunDir(runID), "manifest.json")
+	path := filepath.Join(e.RunDir(runID), runfolder.ManifestFile)
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
 	return plan.WriteFileAtomic(path, b, 0o600)
-}
-
-// checkManifestPaths refuses a manifest (from a shared store, written by anyone with access
-// to it) whose files leave the run folder or whose objects belong to another run.
-func checkManifestPaths(runID string, m *Manifest) error {
-	for _, a := range m.Artifacts {
-		if a.Sealed != nil {
-			if !strings.HasPrefix(a.Sealed.Key, "backups/"+runID+"/") || a.File != a.Sealed.Key {
-				return fmt.Errorf("run %s: manifest entry %q names object %q outside the run", runID, a.File, a.Sealed.Key)
-			}
-			continue
-		}
-		if !filepath.IsLocal(filepath.FromSlash(a.File)) {
-			return fmt.Errorf("run %s: manifest entry %q is outside the run folder", runID, a.File)
-		}
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runstore"
 )
 
@@ -42,7 +43,7 @@ func (t *Team) Reseal(ctx context.Context, runID string, ids []age.Identity) (Re
 		// A running or failed run may still write its manifest (resume): not now.
 		return res, fmt.Errorf("run %s is %s, not finished: reseal it once it completed", runID, rec.State)
 	}
-	prefix := "backups/" + runID + "/"
+	prefix := runfolder.StorePrefix(runID)
 	stamp := strconv.FormatInt(time.Now().UnixNano(), 36)
 	var old []string
 	reseal := func(s runstore.Sealed) (runstore.Sealed, error) {
@@ -73,39 +74,32 @@ func (t *Team) Reseal(ctx context.Context, runID string, ids []age.Identity) (Re
 	}
 
 	// The manifest: entries with a "sealed" block.
-	mraw, err := runstore.ReadAll(ctx, t.Store, prefix+"manifest.json")
+	mraw, err := runstore.ReadAll(ctx, t.Store, prefix+runfolder.ManifestFile)
 	if err != nil {
 		return res, fmt.Errorf("run %s: %w", runID, err)
 	}
-	var manifest map[string]json.RawMessage
-	if err := json.Unmarshal(mraw, &manifest); err != nil {
-		return res, fmt.Errorf("run %s: manifest: %w", runID, err)
+	manifest, err := runfolder.ParseManifest(mraw)
+	if err != nil {
+		return res, fmt.Errorf("run %s: %w", runID, err)
 	}
-	var arts []map[string]json.RawMessage
-	if err := json.Unmarshal(manifest["artifacts"], &arts); err != nil {
-		return res, fmt.Errorf("run %s: manifest artifacts: %w", runID, err)
+	if err := manifest.CheckPaths(prefix); err != nil {
+		return res, fmt.Errorf("run %s: %w", runID, err)
 	}
-	for _, a := range arts {
-		raw, ok := a["sealed"]
-		if !ok || string(raw) == "null" {
+	for i := range manifest.Artifacts {
+		a := &manifest.Artifacts[i]
+		if a.Sealed == nil {
 			continue
 		}
-		var s runstore.Sealed
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return res, fmt.Errorf("run %s: manifest: %w", runID, err)
-		}
-		ns, err := reseal(s)
+		ns, err := reseal(*a.Sealed)
 		if err != nil {
 			return res, err
 		}
-		a["sealed"], _ = json.Marshal(ns)
-		a["file"], _ = json.Marshal(ns.Key)
+		a.Sealed, a.File = &ns, ns.Key
 	}
-	manifest["artifacts"], _ = json.Marshal(arts)
 
 	// The sealed index of the run folder's D1 and KV backups.
 	index := map[string]runstore.Sealed{}
-	iraw, err := runstore.ReadAll(ctx, t.Store, prefix+"sealed.json")
+	iraw, err := runstore.ReadAll(ctx, t.Store, prefix+runfolder.SealedIndex)
 	switch {
 	case errors.Is(err, runstore.ErrNotFound):
 	case err != nil:
@@ -124,13 +118,19 @@ func (t *Team) Reseal(ctx context.Context, runID string, ids []age.Identity) (Re
 	}
 
 	if len(index) > 0 {
-		b, _ := json.MarshalIndent(index, "", "  ")
-		if _, err := t.Store.Put(ctx, prefix+"sealed.json", bytes.NewReader(b)); err != nil {
+		b, err := json.MarshalIndent(index, "", "  ")
+		if err != nil {
+			return res, err
+		}
+		if _, err := t.Store.Put(ctx, prefix+runfolder.SealedIndex, bytes.NewReader(b)); err != nil {
 			return res, err
 		}
 	}
-	b, _ := json.MarshalIndent(manifest, "", "  ")
-	if _, err := t.Store.Put(ctx, prefix+"manifest.json", bytes.NewReader(b)); err != nil {
+	b, err := json.MarshalIndent(manifest, "", "  ")
+	if err != nil {
+		return res, err
+	}
+	if _, err := t.Store.Put(ctx, prefix+runfolder.ManifestFile, bytes.NewReader(append(b, '\n'))); err != nil {
 		return res, err
 	}
 	for _, k := range old {

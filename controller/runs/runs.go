@@ -30,6 +30,7 @@ import (
 
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/lease"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runstore"
 	"github.com/prego/testreset/controller/runstore/local"
 	s3store "github.com/prego/testreset/controller/runstore/s3"
@@ -339,4 +340,19 @@ func (t *Team) deleteRun(ctx context.Context, id string) (int, error) {
 		return n, fmt.Errorf("prune run %s: %w", id, err)
 	}
 	return n + 1, nil
+}
+
+// Sink is where a site backup of a run goes in the store: each artifact sealed to the
+// team's recipients under prefix (backups/RUN/sites/HOST/SITE/).
+func (t *Team) Sink(prefix string) runfolder.Sealed {
+	return runfolder.Sealed{Store: t.Store, Recipients: t.Recipients, Prefix: prefix}
+}
+
+// Source opens sealed artifacts of the store with this operator's age identity.
+func (t *Team) Source() (runfolder.Store, error) {
+	ids, err := t.Identities()
+	if err != nil {
+		return runfolder.Store{}, err
+	}
+	return runfolder.Store{Store: t.Store, Identities: ids}, nil
 }

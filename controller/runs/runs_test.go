@@ -22,6 +22,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
 	"github.com/prego/testreset/internal/testing/s3test"
@@ -233,7 +234,7 @@ func artifactMsgs(kind agentv1.ArtifactKind, name string, data []byte, trailerSu
 	return append(out, &agentv1.BackupSiteResponse{Msg: &agentv1.BackupSiteResponse_Trailer{Trailer: &agentv1.ArtifactTrailer{Kind: kind, Sha256: trailerSum, Bytes: int64(len(data))}}})
 }
 
-func TestReceiveSiteSealed(t *testing.T) {
+func TestReceiveSealed(t *testing.T) {
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)
@@ -253,14 +254,14 @@ func TestReceiveSiteSealed(t *testing.T) {
 			ctx := testCtx(t)
 			prefix := "backups/run1/sites/node1/t1.example.test/"
 			good := append(artifactMsgs(dbKind, "db.sql.gz", db, ""), artifactMsgs(filesKind, "files.tar.gz", files, "")...)
-			arts, err := tm.ReceiveSite(ctx, &fakeBackup{msgs: good}, "node1", prefix, nil)
+			arts, err := runfolder.Receive(ctx, &fakeBackup{msgs: good}, "node1", "", tm.Sink(prefix), nil)
 			if err != nil {
 				t.Fatalf("receive: %v", err)
 			}
-			if len(arts) != 2 || arts[0].Key != prefix+"db.sql.gz.age" || arts[0].PlainBytes != int64(len(db)) {
+			if len(arts) != 2 || arts[0].File != prefix+"db.sql.gz.age" || arts[0].Sealed == nil || arts[0].Bytes != int64(len(db)) {
 				t.Fatalf("artifacts = %+v", arts)
 			}
-			raw, _ := runstore.ReadAll(ctx, tm.Store, arts[1].Key)
+			raw, _ := runstore.ReadAll(ctx, tm.Store, arts[1].File)
 			if bytes.Contains(raw, files[:64]) {
 				t.Error("the store holds plaintext")
 			}
@@ -268,11 +269,11 @@ func TestReceiveSiteSealed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := tm.VerifySite(ctx, arts, ids); err != nil {
+			if err := runfolder.Check(ctx, runfolder.Store{Store: tm.Store, Identities: ids}, arts); err != nil {
 				t.Errorf("verify: %v", err)
 			}
 			other, _ := age.GenerateX25519Identity()
-			if err := tm.VerifySite(ctx, arts, []age.Identity{other}); err == nil {
+			if err := runfolder.Check(ctx, runfolder.Store{Store: tm.Store, Identities: []age.Identity{other}}, arts); err == nil {
 				t.Error("verify with a non-recipient identity succeeded")
 			}
 
@@ -290,7 +291,7 @@ func TestReceiveSiteSealed(t *testing.T) {
 			}
 			for _, tt := range bad {
 				p := "backups/run2/" + strings.ReplaceAll(tt.name, " ", "-") + "/"
-				if _, err := tm.ReceiveSite(ctx, &fakeBackup{msgs: tt.msgs, err: tt.err}, "node1", p, nil); err == nil {
+				if _, err := runfolder.Receive(ctx, &fakeBackup{msgs: tt.msgs, err: tt.err}, "node1", "", tm.Sink(p), nil); err == nil {
 					t.Errorf("%s: receive succeeded", tt.name)
 				}
 				var left []string

@@ -11,11 +11,8 @@ package runstore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strings"
 	"time"
@@ -118,69 +115,3 @@ func ReadAll(ctx context.Context, s Store, key string) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// Verifying wraps r so that reading to EOF fails with ErrIntegrity unless exactly size
-// bytes with the given sha256 (lower-case hex) came through. Consumers must read to EOF
-// and treat the error as fatal; data already read is not trustworthy until then.
-func Verifying(r io.Reader, sha256Hex string, size int64) io.Reader {
-	return &verifyingReader{r: r, h: sha256.New(), want: sha256Hex, size: size}
-}
-
-type verifyingReader struct {
-	r    io.Reader
-	h    hash.Hash
-	want string
-	size int64
-	n    int64
-	err  error
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
-	}
-	n, err := v.r.Read(p)
-	v.h.Write(p[:n])
-	v.n += int64(n)
-	if v.n > v.size {
-		v.err = fmt.Errorf("%w: more than the recorded %d bytes", ErrIntegrity, v.size)
-		return n, v.err
-	}
-	if errors.Is(err, io.EOF) {
-		if v.n != v.size {
-			v.err = fmt.Errorf("%w: %d bytes, recorded %d", ErrIntegrity, v.n, v.size)
-			return n, v.err
-		}
-		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want {
-			v.err = fmt.Errorf("%w: sha256 %s, recorded %s", ErrIntegrity, got, v.want)
-			return n, v.err
-		}
-	}
-	if err != nil {
-		v.err = err
-	}
-	return n, err
-}
-
-// HashingReader counts and hashes (sha256) what is read through it.
-type HashingReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
-}
-
-// NewHashingReader wraps r.
-func NewHashingReader(r io.Reader) *HashingReader { return &HashingReader{r: r, h: sha256.New()} }
-
-func (h *HashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	h.n += int64(n)
-	return n, err
-}
-
-// Sum is the lower-case hex sha256 of what was read so far.
-func (h *HashingReader) Sum() string { return hex.EncodeToString(h.h.Sum(nil)) }
-
-// N is the number of bytes read so far.
-func (h *HashingReader) N() int64 { return h.n }

@@ -3,8 +3,6 @@ package runstore
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -219,10 +217,4 @@ func VerifySealed(ctx context.Context, s Store, want Sealed, ids []age.Identity)
 		return err
 	}
 	return nil
-}
-
-// SHA256Hex is the lower-case hex sha256 of b.
-func SHA256Hex(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
 }

@@ -1,4 +1,4 @@
-package artifacts_test
+package runfolder_test
 
 import (
 	"bytes"
@@ -17,10 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/prego/testreset/controller/artifacts"
+	"github.com/prego/testreset/controller/runfolder"
+	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/runstore/local"
 	"github.com/prego/testreset/internal/grant"
 	"github.com/prego/testreset/internal/testing/agenttest"
 	"github.com/prego/testreset/internal/testing/mariadbtest"
@@ -35,7 +38,7 @@ func TestMain(m *testing.M) {
 
 const planSHA = "0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"
 
-func backup(t *testing.T, c agentv1.AgentClient, site, dir string) ([]artifacts.Artifact, error) {
+func backup(t *testing.T, c agentv1.AgentClient, site string, sink runfolder.Sink) ([]runfolder.Artifact, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -43,7 +46,7 @@ func backup(t *testing.T, c agentv1.AgentClient, site, dir string) ([]artifacts.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return artifacts.Receive(ctx, st, dir, nil)
+	return runfolder.Receive(ctx, st, agenttest.DefaultHost, site, sink, nil)
 }
 
 func names(t *testing.T, dir string) []string {
@@ -116,32 +119,32 @@ func TestReceiveBackupDropRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	arts, err := artifacts.Receive(ctx, st, dir, &progress)
+	arts, err := runfolder.Receive(ctx, st, a.Host, site.Name, runfolder.Folder{Dir: dir}, &progress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := len(arts), 2; got != want {
 		t.Fatalf("%d artifacts, want %d", got, want)
 	}
-	for i, wantKind := range []agentv1.ArtifactKind{agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE, agentv1.ArtifactKind_ARTIFACT_KIND_FILES} {
+	for i, wantKind := range []string{runfolder.KindDatabase, runfolder.KindFiles} {
 		a := arts[i]
-		if a.Kind != wantKind || a.Site != site.Name || a.StartedAt.IsZero() || filepath.Dir(a.Path) != dir || filepath.Base(a.Path) != a.FileName {
+		if a.Kind != wantKind || a.Site != site.Name || a.StartedAt.IsZero() || a.File != a.FileName || a.Sealed != nil {
 			t.Errorf("artifact %d = %+v", i, a)
 		}
-		sum, n, err := artifacts.HashFile(a.Path)
+		sum, n, err := runstore.HashFile(filepath.Join(dir, a.File))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if sum != a.SHA256 || n != a.Bytes || n == 0 {
 			t.Errorf("%s on disk: %d bytes sha256 %s; artifact says %d bytes sha256 %s", a.FileName, n, sum, a.Bytes, a.SHA256)
 		}
-		if err := artifacts.Verify(a); err != nil {
+		if err := runfolder.VerifyFile(dir, a); err != nil {
 			t.Error(err)
 		}
 		if !strings.Contains(progress.String(), a.FileName) {
 			t.Errorf("progress %q does not mention %s", progress.String(), a.FileName)
 		}
-		fi, err := os.Stat(a.Path)
+		fi, err := os.Stat(filepath.Join(dir, a.File))
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s mode %v, %v; want 0600", a.FileName, fi.Mode(), err)
 		}
@@ -150,22 +153,25 @@ func TestReceiveBackupDropRestoreRoundTrip(t *testing.T) {
 		t.Errorf("folder holds %v, want only %v", got, want)
 	}
 
-	// The manifest round-trips.
-	if err := artifacts.WriteManifest(dir, artifacts.NewManifest(site.Name, a.Host, agenttest.Alice, "", time.Now(), arts)); err != nil {
+	// The manifest round-trips, and a second one never replaces the first.
+	m := &runfolder.Manifest{Operator: agenttest.Alice, Time: time.Now().UTC()}
+	m.Add(arts...)
+	if err := runfolder.CreateManifest(dir, m); err != nil {
 		t.Fatal(err)
 	}
-	if err := artifacts.WriteManifest(dir, artifacts.NewManifest(site.Name, a.Host, agenttest.Alice, "", time.Now(), arts)); err == nil {
+	if err := runfolder.CreateManifest(dir, m); err == nil {
 		t.Error("a second manifest replaced the first")
 	}
-	m, fromManifest, err := artifacts.ReadManifest(dir)
+	got, err := runfolder.ReadManifest(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Site != site.Name || m.Host != a.Host || m.Operator != agenttest.Alice {
-		t.Errorf("manifest = %+v", m)
+	if got.Operator != agenttest.Alice || len(got.Artifacts) != 2 {
+		t.Errorf("manifest = %+v", got)
 	}
+	fromManifest := got.Of(a.Host, site.Name)
 	for i := range arts {
-		if got, want := fromManifest[i], arts[i]; got.Kind != want.Kind || got.Path != want.Path || got.SHA256 != want.SHA256 || got.Bytes != want.Bytes || !got.StartedAt.Equal(want.StartedAt) {
+		if got, want := fromManifest[i], arts[i]; got.Kind != want.Kind || got.File != want.File || got.SHA256 != want.SHA256 || got.Bytes != want.Bytes || !got.StartedAt.Equal(want.StartedAt) {
 			t.Errorf("manifest artifact %d = %+v, want %+v", i, got, want)
 		}
 	}
@@ -189,7 +195,7 @@ func TestReceiveBackupDropRestoreRoundTrip(t *testing.T) {
 	if err := rs.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site.Name, PlanId: planSHA, PlanSha256: planSHA, Grant: restore}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := artifacts.Send(ctx, rs, fromManifest); err != nil {
+	if err := runfolder.SendSite(ctx, rs, runfolder.Dir(dir), fromManifest); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := rs.CloseAndRecv()
@@ -233,11 +239,11 @@ func TestSendRefusesAChangedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	arts, err := backup(t, alice, site.Name, dir)
+	arts, err := backup(t, alice, site.Name, runfolder.Folder{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(arts[1].Path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(filepath.Join(dir, arts[1].File), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,8 +257,8 @@ func TestSendRefusesAChangedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = artifacts.Send(sctx, rs, arts)
-	if !errors.Is(err, artifacts.ErrIntegrity) {
+	err = runfolder.SendSite(sctx, rs, runfolder.Dir(dir), arts)
+	if !errors.Is(err, runfolder.ErrIntegrity) {
 		t.Fatalf("Send = %v, want an integrity error", err)
 	}
 	// Closing (rather than cancelling) lets the recorder read everything that was sent.
@@ -260,30 +266,36 @@ func TestSendRefusesAChangedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := rec.wait(t)
-	// The database artifact went through whole; the changed files artifact was not started.
-	if got.headers != 1 || got.trailers != 1 {
-		t.Errorf("recorder saw %d headers, %d trailers; want 1 and 1", got.headers, got.trailers)
+	// Every artifact is checked whole before the first byte is sent: nothing went out.
+	if got.headers != 0 || got.trailers != 0 {
+		t.Errorf("recorder saw %d headers, %d trailers; want none", got.headers, got.trailers)
 	}
 }
 
 func TestSendChunksEdgeSizes(t *testing.T) {
 	rec := startRecorder(t)
-	const c = artifacts.ChunkSize
+	const c = runfolder.ChunkSize
 	for _, size := range []int{0, 1, c - 1, c, c + 1, 3*c + 17} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			data := bytes.Repeat([]byte("frappe!"), size/7+1)[:size]
-			p := filepath.Join(t.TempDir(), "x.sql.gz")
-			if err := os.WriteFile(p, data, 0o600); err != nil {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "x.sql.gz"), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "x.tar.gz"), nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			sum := sha256.Sum256(data)
-			art := artifacts.Artifact{Kind: agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE, FileName: "x.sql.gz", Path: p,
+			empty := sha256.Sum256(nil)
+			art := runfolder.Artifact{Kind: runfolder.KindDatabase, File: "x.sql.gz",
 				SHA256: hex.EncodeToString(sum[:]), Bytes: int64(size), Site: "s.example.test"}
+			files := runfolder.Artifact{Kind: runfolder.KindFiles, File: "x.tar.gz", SHA256: hex.EncodeToString(empty[:]), Site: "s.example.test"}
 			rs, err := rec.client.RestoreSite(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := artifacts.Send(t.Context(), rs, []artifacts.Artifact{art}); err != nil {
+			// Files first in the list: the database still goes first.
+			if err := runfolder.SendSite(t.Context(), rs, runfolder.Dir(dir), []runfolder.Artifact{files, art}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := rs.CloseAndRecv(); err != nil {
@@ -302,7 +314,7 @@ func TestSendChunksEdgeSizes(t *testing.T) {
 					t.Errorf("chunk %d has %d bytes", i, n)
 				}
 			}
-			if got.trailer.GetSha256() != art.SHA256 || got.trailer.GetBytes() != art.Bytes || got.header.GetFileName() != art.FileName {
+			if got.headers != 2 || got.trailers != 2 || got.trailer.GetSha256() != art.SHA256 || got.trailer.GetBytes() != art.Bytes || got.header.GetFileName() != art.File {
 				t.Errorf("header %v trailer %v", got.header, got.trailer)
 			}
 		})
@@ -373,9 +385,15 @@ func TestReceiveRefusals(t *testing.T) {
 			}
 			return m
 		}, wantErr: "unsafe artifact file name"},
+		{name: "artifact of another site", tamper: func(i int, m *agentv1.BackupSiteResponse) *agentv1.BackupSiteResponse {
+			if h := m.GetHeader(); h != nil && h.Kind == agentv1.ArtifactKind_ARTIFACT_KIND_FILES {
+				h.Site = "other.example.test"
+			}
+			return m
+		}, wantErr: "asked for"},
 		{name: "manifest as file name", tamper: func(i int, m *agentv1.BackupSiteResponse) *agentv1.BackupSiteResponse {
 			if h := m.GetHeader(); h != nil {
-				h.FileName = artifacts.ManifestFile
+				h.FileName = runfolder.ManifestFile
 			}
 			return m
 		}, wantErr: "reserved"},
@@ -389,27 +407,54 @@ func TestReceiveRefusals(t *testing.T) {
 			return m
 		}, wantErr: "a second database artifact"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			site := newSite(t)
-			proxy := startProxy(t, alice, tt.tamper)
-			dir := t.TempDir()
-			_, err := backup(t, proxy, site.Name, dir)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("Receive = %v, want an error containing %q", err, tt.wantErr)
-			}
-			if tt.wantCorrupt != errors.Is(err, artifacts.ErrIntegrity) {
-				t.Errorf("errors.Is(ErrIntegrity) = %v, want %v", !tt.wantCorrupt, tt.wantCorrupt)
-			}
-			left := names(t, dir)
-			if tt.wantCorrupt {
-				if len(left) != 1 || !strings.HasSuffix(left[0], artifacts.CorruptSuffix) {
-					t.Errorf("folder holds %v, want only the file marked %s", left, artifacts.CorruptSuffix)
+	// The one receiver refuses the same way whatever the sink: a folder keeps only a file
+	// marked corrupt (for inspection), a run store keeps nothing at all.
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sinkKind := range []string{"folder", "sealed"} {
+		for _, tt := range tests {
+			t.Run(sinkKind+"/"+tt.name, func(t *testing.T) {
+				site := newSite(t)
+				proxy := startProxy(t, alice, tt.tamper)
+				dir := t.TempDir()
+				prefix := "backups/" + strconv.Itoa(n) + "/"
+				var sink runfolder.Sink = runfolder.Folder{Dir: dir}
+				if sinkKind == "sealed" {
+					sink = runfolder.Sealed{Store: store, Recipients: []age.Recipient{id.Recipient()}, Prefix: prefix}
 				}
-			} else if len(left) != 0 {
-				t.Errorf("folder holds %v, want nothing", left)
-			}
-		})
+				_, err := backup(t, proxy, site.Name, sink)
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Receive = %v, want an error containing %q", err, tt.wantErr)
+				}
+				if tt.wantCorrupt != errors.Is(err, runfolder.ErrIntegrity) {
+					t.Errorf("errors.Is(ErrIntegrity) = %v, want %v", !tt.wantCorrupt, tt.wantCorrupt)
+				}
+				left := names(t, dir)
+				if sinkKind == "sealed" {
+					_ = store.List(t.Context(), prefix, func(o runstore.Object) error { left = append(left, o.Key); return nil })
+					if k, _ := store.CleanupIncomplete(t.Context(), prefix, 0); k > 0 {
+						left = append(left, strconv.Itoa(k)+" unfinished uploads")
+					}
+					if len(left) != 0 {
+						t.Errorf("left %v, want nothing", left)
+					}
+					return
+				}
+				if tt.wantCorrupt {
+					if len(left) != 1 || !strings.HasSuffix(left[0], runfolder.CorruptSuffix) {
+						t.Errorf("folder holds %v, want only the file marked %s", left, runfolder.CorruptSuffix)
+					}
+				} else if len(left) != 0 {
+					t.Errorf("folder holds %v, want nothing", left)
+				}
+			})
+		}
 	}
 
 	t.Run("existing file", func(t *testing.T) {
@@ -421,7 +466,7 @@ func TestReceiveRefusals(t *testing.T) {
 			}
 			return m
 		})
-		_, err := backup(t, proxy, site.Name, dir)
+		_, err := backup(t, proxy, site.Name, runfolder.Folder{Dir: dir})
 		if err == nil || !strings.Contains(err.Error(), "already exists") {
 			t.Fatalf("Receive = %v, want a refusal to overwrite", err)
 		}
@@ -522,13 +567,17 @@ func (r *recorder) RestoreSite(st agentv1.Agent_RestoreSiteServer) error {
 		}
 		switch v := m.Msg.(type) {
 		case *agentv1.RestoreSiteRequest_Header:
-			rec.header = v.Header
+			if rec.header == nil {
+				rec.header = v.Header // the first one
+			}
 			rec.headers++
 		case *agentv1.RestoreSiteRequest_Chunk:
 			rec.chunks = append(rec.chunks, len(v.Chunk.Data))
 			rec.data = append(rec.data, v.Chunk.Data...)
 		case *agentv1.RestoreSiteRequest_Trailer:
-			rec.trailer = v.Trailer
+			if rec.trailer == nil {
+				rec.trailer = v.Trailer
+			}
 			rec.trailers++
 		}
 	}
