@@ -23,6 +23,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/prego/testreset/internal/atomicfile"
 )
 
 // Role is what a certificate may be used for.
@@ -343,23 +345,15 @@ func writePair(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) erro
 	return nil
 }
 
+// writeNew writes a file that must not exist yet: a certificate or key is never replaced.
 func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
+	if err := atomicfile.WriteNew(path, data, mode); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%s: %w", path, ErrExists)
 		}
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return f.Close()
+	return nil
 }
 
 func newSerial() (*big.Int, error) {

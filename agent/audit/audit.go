@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prego/testreset/internal/atomicfile"
 )
 
 // Event is one audited call. Field order is the line's key order.
@@ -173,23 +175,7 @@ func (l *Log) Append(e Event) error {
 
 func (l *Log) writeHead() error {
 	b, _ := json.Marshal(head{Last: l.prev, Seq: l.seq, Lines: l.lines, First: l.first})
-	tmp := l.path + ".head.tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, l.path+".head")
+	return atomicfile.WriteFile(l.path+".head", b, 0o640)
 }
 
 // Close closes the file.

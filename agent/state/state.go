@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prego/testreset/internal/atomicfile"
 )
 
 // Artifact is one artifact the agent streamed.
@@ -214,32 +216,16 @@ func (s *Store) UseGrant(g GrantUse) error {
 	return nil
 }
 
-// WriteMarker stores v as marker name (atomically: temp file, fsync, rename).
+// WriteMarker stores v as marker name (atomically: see internal/atomicfile).
 func (s *Store) WriteMarker(name string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("state: marker: %w", err)
 	}
-	dir := filepath.Join(s.dir, markersDir)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("state: marker: %w", err)
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name+".json"))
-	}
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, markersDir, name+".json"), b, 0o600); err != nil {
 		return fmt.Errorf("state: marker %s: %w", name, err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 // RemoveMarker deletes marker name; a missing marker is fine.
@@ -275,7 +261,8 @@ func (s *Store) Markers() ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		// ".tmp-*" is the temporary name of earlier versions.
+		if atomicfile.IsTemp(e.Name()) || strings.HasPrefix(e.Name(), ".tmp-") {
 			os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
@@ -287,13 +274,8 @@ func (s *Store) Markers() ([]string, error) {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("state: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("state: sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/internal/atomicfile"
 	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
@@ -166,40 +167,13 @@ func Write(path string, p *Plan) error {
 	return WriteFileAtomic(path, append(b, '\n'), 0o640)
 }
 
-// WriteFileAtomic writes data to path through a synced temp file and a rename.
+// WriteFileAtomic creates path's folder if needed and writes data to path atomically
+// (internal/atomicfile).
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, mode)
 }
 
 // ResumeSignedBytes is what a resume approval's signature covers.

@@ -1,14 +1,12 @@
 // Package local is the run store in a folder on this machine (the default: the operator's
 // state_dir). An object is a file under the folder; it is written as a hidden temporary file
 // beside its final name, fsynced, and only then renamed (Put) or hard-linked (Create, which
-// fails when the name exists) into place, so a crash never leaves a partial object under
-// its name.
+// fails when the name exists) into place (internal/atomicfile), so a crash never leaves a
+// partial object under its name.
 package local
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,10 +18,8 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/internal/atomicfile"
 )
-
-// tmpMarker is part of every temporary file's name: ".NAME.tmp-RANDOM".
-const tmpMarker = ".tmp-"
 
 // Store is a folder.
 type Store struct {
@@ -80,42 +76,23 @@ func (s *Store) write(ctx context.Context, key string, r io.Reader, exclusive bo
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return obj, fmt.Errorf("put %s: %w", key, err)
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+tmpMarker+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := atomicfile.Create(path, 0o600)
 	if err != nil {
 		return obj, fmt.Errorf("put %s: %w", key, err)
 	}
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-		os.Remove(tmp)
-	}()
+	defer f.Abort()
 	hr := runstore.NewHashingReader(r)
 	if _, err := io.Copy(f, &ctxReader{ctx: ctx, r: hr}); err != nil {
 		return obj, fmt.Errorf("put %s: %w", key, err)
 	}
-	if err := f.Sync(); err != nil {
-		return obj, fmt.Errorf("put %s: %w", key, err)
-	}
-	err = f.Close()
-	f = nil
-	if err != nil {
-		return obj, fmt.Errorf("put %s: %w", key, err)
-	}
 	if exclusive {
-		if err := os.Link(tmp, path); err != nil {
+		if err := f.CommitNew(); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return obj, fmt.Errorf("create %s: %w", key, runstore.ErrExists)
 			}
 			return obj, fmt.Errorf("create %s: %w", key, err)
 		}
-	} else if err := os.Rename(tmp, path); err != nil {
-		return obj, fmt.Errorf("put %s: %w", key, err)
-	}
-	if err := syncDir(dir); err != nil {
+	} else if err := f.Commit(); err != nil {
 		return obj, fmt.Errorf("put %s: %w", key, err)
 	}
 	fi, err := os.Stat(path)
@@ -123,15 +100,6 @@ func (s *Store) write(ctx context.Context, key string, r io.Reader, exclusive bo
 		return obj, fmt.Errorf("put %s: %w", key, err)
 	}
 	return runstore.Object{Key: key, Size: hr.N(), SHA256: hr.Sum(), ModTime: fi.ModTime()}, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Get implements runstore.Store.
@@ -265,11 +233,11 @@ func (s *Store) CleanupIncomplete(ctx context.Context, prefix string, olderThan 
 			}
 			return err
 		}
-		name := d.Name()
-		if d.IsDir() || !strings.HasPrefix(name, ".") || !strings.Contains(name, tmpMarker) {
+		target, ok := atomicfile.TargetOf(d.Name())
+		if d.IsDir() || !ok {
 			return nil
 		}
-		final := filepath.Join(filepath.Dir(path), strings.TrimPrefix(name[:strings.LastIndex(name, tmpMarker)], "."))
+		final := filepath.Join(filepath.Dir(path), target)
 		rel, err := filepath.Rel(s.dir, final)
 		if err != nil || !strings.HasPrefix(filepath.ToSlash(rel), prefix) {
 			return nil
