@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
+	"unicode"
 
 	"github.com/prego/testreset/internal/safetext"
 )
@@ -223,7 +223,8 @@ func (l *Live) view(now time.Time) []string {
 }
 
 // fit cuts a line to the terminal's width, so that it never wraps (a wrapped line would
-// throw off the count of lines to redraw).
+// throw off the count of lines to redraw). Wide characters (CJK) count two columns,
+// combining marks none.
 func (l *Live) fit(s string) string {
 	w := 80
 	if l.opts.Width != nil {
@@ -232,12 +233,36 @@ func (l *Live) fit(s string) string {
 		}
 	}
 	w-- // the last column makes some terminals wrap
-	if utf8.RuneCountInString(s) <= w {
+	cols := 0
+	for _, r := range s {
+		cols += runeWidth(r)
+	}
+	if cols <= w {
 		return s
 	}
-	if w < 2 {
-		return ""
+	var b strings.Builder
+	cols = 0
+	for _, r := range s {
+		rw := runeWidth(r)
+		if cols+rw > w-1 {
+			break
+		}
+		b.WriteRune(r)
+		cols += rw
 	}
-	r := []rune(s)
-	return string(r[:w-1]) + "…"
+	return b.String() + "…"
+}
+
+// runeWidth is the columns r takes on a terminal.
+func runeWidth(r rune) int {
+	switch {
+	case unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r) || r == 0x200b:
+		return 0
+	case r >= 0x1100 && r <= 0x115f, r >= 0x2e80 && r <= 0xa4cf && r != 0x303f,
+		r >= 0xac00 && r <= 0xd7a3, r >= 0xf900 && r <= 0xfaff, r >= 0xfe30 && r <= 0xfe4f,
+		r >= 0xff00 && r <= 0xff60, r >= 0xffe0 && r <= 0xffe6,
+		r >= 0x1f300 && r <= 0x1f64f, r >= 0x1f900 && r <= 0x1f9ff, r >= 0x20000 && r <= 0x3fffd:
+		return 2
+	}
+	return 1
 }

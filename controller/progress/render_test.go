@@ -311,3 +311,26 @@ func TestLiveManySteps(t *testing.T) {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
+
+func TestLiveFitsWideText(t *testing.T) {
+	tests := []struct {
+		name, site string
+		want       string
+	}{
+		{"ascii", "abcdefghijklmnopqrstuvwxyz", "  backup site abcdefghi…"},
+		{"wide", "漢字漢字漢字漢字漢字漢字", "  backup site 漢字漢字…"},
+		{"combining", "e\u0301e\u0301e\u0301", "  backup site e\u0301e\u0301e\u0301  0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			var out bytes.Buffer
+			l := progress.NewLive(&out, progress.LiveOptions{Now: c.Now, Width: func() int { return 25 }})
+			l.Emit(progress.Event{Run: "r", Step: "backup site", Site: tt.site, Phase: progress.PhaseStarted})
+			lines := strings.Split(out.String(), "\n")
+			if len(lines) < 2 || lines[1] != tt.want {
+				t.Errorf("step line %q, want %q", lines, tt.want)
+			}
+		})
+	}
+}
