@@ -17,18 +17,26 @@ import (
 
 func runSites(ctx context.Context, env *Env, args []string) error {
 	if len(args) == 0 {
-		return usageErr("sites needs a subcommand: list or backup")
+		return usageErr("sites needs a subcommand: list, backup, approve-restore or restore")
 	}
 	switch args[0] {
 	case "list":
 		return runSitesList(ctx, env, args[1:])
 	case "backup":
 		return runSitesBackup(ctx, env, args[1:])
+	case "approve-restore":
+		return runSitesApproveRestore(ctx, env, args[1:])
+	case "restore":
+		return runSitesRestore(ctx, env, args[1:])
 	case "-h", "--help", "help":
-		fmt.Fprintln(env.Stderr, "usage:\n  resetctl sites list   --config F [--host H] [--json]\n  resetctl sites backup --config F --host H SITE --out DIR")
+		fmt.Fprintln(env.Stderr, "usage:\n"+
+			"  resetctl sites list            --config F [--host H] [--json]\n"+
+			"  resetctl sites backup          --config F --host H SITE --out DIR [--plan-id ID]\n"+
+			"  resetctl sites approve-restore --config F DIR [--for OPERATOR] [--expires 24h] [--out FILE]\n"+
+			"  resetctl sites restore         --config F DIR [--approval FILE] [--take-over]")
 		return nil
 	}
-	return usageErr("sites: unknown subcommand %q (want list or backup)", args[0])
+	return usageErr("sites: unknown subcommand %q (want list, backup, approve-restore or restore)", args[0])
 }
 
 // siteRow is one line of `sites list` (one JSON object of --json). A host whose agent did

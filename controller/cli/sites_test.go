@@ -201,7 +201,10 @@ func TestSitesCommand(t *testing.T) {
 			wantCode int
 			wantErr  string
 		}{
-			{"no subcommand", []string{"sites"}, 2, "list or backup"},
+			{"no subcommand", []string{"sites"}, 2, "list, backup, approve-restore or restore"},
+			{"restore without folder", []string{"sites", "restore", "--config", cfg}, 2, "want 1 argument"},
+			{"restore of a folder without a backup", []string{"sites", "restore", "--config", cfg, out}, 1, "manifest.json"},
+			{"approve-restore of a folder without a backup", []string{"sites", "approve-restore", "--config", cfg, out}, 1, "manifest.json"},
 			{"unknown subcommand", []string{"sites", "drop"}, 2, `unknown subcommand "drop"`},
 			{"no config", []string{"sites", "list"}, 2, "--config is required"},
 			{"absent config", []string{"sites", "list", "--config", filepath.Join(out, "nope.yaml")}, 1, "read config"},

@@ -254,7 +254,7 @@ func CheckFileName(name string) error {
 		return fmt.Errorf("unsafe artifact file name %q", name)
 	}
 	switch name {
-	case ManifestFile, PlanFile, ScopeFile, SealedIndex:
+	case ManifestFile, PlanFile, ScopeFile, SealedIndex, ApprovalFile:
 		return fmt.Errorf("artifact file name %q is reserved", name)
 	}
 	return nil
