@@ -25,9 +25,6 @@ type Backends struct {
 	Agents *agents.Pool
 }
 
-// Namespaces are the KV bindings the embedded store knows.
-var namespaces = []string{"TENANT_ORIGINS", "AUTH_STORE", "PREGO_AI"}
-
 // Open connects to everything cfg names. Secrets come from getenv only.
 func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Backends, error) {
 	b := &Backends{Config: cfg}
@@ -59,7 +56,7 @@ func Open(cfg *config.Config, getenv func(string) string, log *slog.Logger) (*Ba
 			b.Close()
 			return nil, errors.New("kv.sqlite.path: required with backend sqlite")
 		}
-		b.KV, err = kv.OpenSQLite(cfg.KV.SQLite.Path, namespaces...)
+		b.KV, err = kv.OpenSQLite(cfg.KV.SQLite.Path, cfg.KV.SQLite.Namespaces...)
 	case "cloudflare":
 		tok := getenv("CLOUDFLARE_API_TOKEN")
 		if tok == "" {

@@ -32,6 +32,7 @@ type Config struct {
 	Guards     Guards     `yaml:"guards"`
 	Spec       Spec       `yaml:"spec"`
 	Store      Store      `yaml:"store"`
+	Record     Record     `yaml:"record"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
@@ -72,6 +73,9 @@ type KV struct {
 	Backend string `yaml:"backend"` // sqlite (default) or cloudflare
 	SQLite  struct {
 		Path string `yaml:"path"`
+		// Namespaces are the binding names the embedded store holds (default
+		// DefaultKVNamespaces); on Cloudflare kv.cloudflare.namespaces names them.
+		Namespaces []string `yaml:"namespaces"`
 	} `yaml:"sqlite"`
 	Cloudflare struct {
 		AccountID  string            `yaml:"account_id"`
@@ -80,6 +84,20 @@ type KV struct {
 		// RequestsPerSecond is the older spelling of cloudflare.requests_per_second.
 		RequestsPerSecond float64 `yaml:"requests_per_second"`
 	} `yaml:"cloudflare"`
+}
+
+// DefaultKVNamespaces are the KV bindings of the control plane this tool was written for,
+// the embedded store's default when kv.sqlite.namespaces is not set.
+func DefaultKVNamespaces() []string { return []string{"TENANT_ORIGINS", "AUTH_STORE", "PREGO_AI"} }
+
+// DefaultDeletionPolicy is record.deletion_policy when the config does not set it.
+const DefaultDeletionPolicy = "the 30-day staged deletion queue (deletion-policy.ts)"
+
+// Record is what change records say about the product beyond the run's own facts.
+type Record struct {
+	// DeletionPolicy names the product's normal deletion path, from which a reset deviates
+	// (deletes at once); every change record lists the deviation.
+	DeletionPolicy string `yaml:"deletion_policy"`
 }
 
 // Cloudflare is what D1 and KV on Cloudflare share: one request limiter for the account
@@ -220,6 +238,12 @@ func (c *Config) resolve(dir string) {
 	if c.KV.Backend == "" {
 		c.KV.Backend = "sqlite"
 	}
+	if len(c.KV.SQLite.Namespaces) == 0 {
+		c.KV.SQLite.Namespaces = DefaultKVNamespaces()
+	}
+	if c.Record.DeletionPolicy == "" {
+		c.Record.DeletionPolicy = DefaultDeletionPolicy
+	}
 	if c.Stripe.Enabled == "" {
 		c.Stripe.Enabled = "auto"
 	}
@@ -284,6 +308,21 @@ func (c *Config) validate() error {
 	}
 	switch c.KV.Backend {
 	case "sqlite":
+		known := map[string]bool{}
+		for i, n := range c.KV.SQLite.Namespaces {
+			switch {
+			case strings.TrimSpace(n) == "":
+				bad(fmt.Sprintf("kv.sqlite.namespaces[%d]", i), "empty binding name")
+			case known[n]:
+				bad(fmt.Sprintf("kv.sqlite.namespaces[%d]", i), "%q is listed twice", n)
+			}
+			known[n] = true
+		}
+		for i, t := range c.Spec.KV {
+			if t.Namespace != "" && !known[t.Namespace] {
+				bad(fmt.Sprintf("spec.kv[%d].namespace", i), "%q is not in kv.sqlite.namespaces (%s)", t.Namespace, strings.Join(c.KV.SQLite.Namespaces, ", "))
+			}
+		}
 	case "cloudflare":
 		if c.KV.Cloudflare.AccountID == "" {
 			bad("kv.cloudflare.account_id", "required with backend cloudflare")
@@ -300,6 +339,9 @@ func (c *Config) validate() error {
 	case "auto", "off":
 	default:
 		bad("stripe.search", "%q is not auto or off", c.Stripe.Search)
+	}
+	if strings.TrimSpace(c.Record.DeletionPolicy) == "" {
+		bad("record.deletion_policy", "empty: name the product's deletion path a reset deviates from")
 	}
 	if c.Cloudflare.MaxRetryWait < 0 {
 		bad("cloudflare.max_retry_wait", "%s is negative", c.Cloudflare.MaxRetryWait)

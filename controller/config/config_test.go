@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,6 +38,31 @@ func TestLoad(t *testing.T) {
 	if c.D1.Backend != "sqlite" || c.KV.Backend != "sqlite" || c.Stripe.Enabled != "auto" {
 		t.Errorf("defaults: %s %s %s", c.D1.Backend, c.KV.Backend, c.Stripe.Enabled)
 	}
+	if got, want := c.KV.SQLite.Namespaces, config.DefaultKVNamespaces(); !slices.Equal(got, want) {
+		t.Errorf("kv.sqlite.namespaces = %q, want the default %q", got, want)
+	}
+	if got, want := c.Record.DeletionPolicy, config.DefaultDeletionPolicy; got != want {
+		t.Errorf("record.deletion_policy = %q, want the default %q", got, want)
+	}
+}
+
+func TestProductNames(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "resetctl.yaml")
+	os.WriteFile(p, []byte(base+`kv: {sqlite: {path: kv.db, namespaces: [ROUTES, SESSIONS]}}
+record: {deletion_policy: "the nightly purge job"}
+spec: {kv: [{namespace: ROUTES, key: "r:{tenant_id}"}, {namespace: SESSIONS, key: "s:{email}", match: prefix}]}
+`), 0o600)
+	c, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.KV.SQLite.Namespaces, []string{"ROUTES", "SESSIONS"}; !slices.Equal(got, want) {
+		t.Errorf("kv.sqlite.namespaces = %q, want %q", got, want)
+	}
+	if got, want := c.Record.DeletionPolicy, "the nightly purge job"; got != want {
+		t.Errorf("record.deletion_policy = %q, want %q", got, want)
+	}
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -52,6 +78,11 @@ func TestLoadErrors(t *testing.T) {
 		{"kv cloudflare", base + "kv: {backend: cloudflare}\n", "kv.cloudflare.account_id"},
 		{"stripe enabled", base + "stripe: {enabled: maybe}\n", "stripe.enabled"},
 		{"kv match", base + "spec: {kv: [{namespace: AUTH_STORE, key: 'x', match: glob}]}\n", "spec.kv[0].match"},
+		{"kv binding not configured", base + "kv: {sqlite: {namespaces: [ROUTES]}}\nspec: {kv: [{namespace: AUTH_STORE, key: 'x'}]}\n", `spec.kv[0].namespace: "AUTH_STORE" is not in kv.sqlite.namespaces (ROUTES)`},
+		{"kv binding not a default", base + "spec: {kv: [{namespace: ROUTES, key: 'x'}]}\n", `spec.kv[0].namespace: "ROUTES" is not in kv.sqlite.namespaces`},
+		{"kv binding twice", base + "kv: {sqlite: {namespaces: [A, A]}}\n", `kv.sqlite.namespaces[1]: "A" is listed twice`},
+		{"kv binding empty", base + "kv: {sqlite: {namespaces: [A, ' ']}}\n", "kv.sqlite.namespaces[1]: empty binding name"},
+		{"deletion policy blank", base + "record: {deletion_policy: ' '}\n", "record.deletion_policy: empty"},
 		{"stripe kind", base + "spec: {stripe_ids: [{table: t, column: c, kind: invoice}]}\n", "spec.stripe_ids[0].kind"},
 		{"not yaml", "identity: [\n", "config"},
 		{"wildcard domain", base + "guards: {email_allowlist: ['*+test@*']}\n", "guards.email_allowlist[0]"},

@@ -129,7 +129,7 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 	} else {
 		r.Verification = []string{"inventory taken again: no D1 rows, KV keys, Stripe customers, sites, databases or database users remain"}
 	}
-	r.Deviations = []string{"immediate deletion instead of the 30-day staged deletion queue (deletion-policy.ts): test-only data, approved by a second operator"}
+	r.Deviations = []string{"immediate deletion instead of " + e.B.Config.Record.DeletionPolicy + ": test-only data, approved by a second operator"}
 	if len(p.Inventory.Coverage) > 0 {
 		r.Deviations = append(r.Deviations, "coverage warnings at inventory time: "+strings.Join(p.Inventory.Coverage, "; "))
 	}

@@ -1,5 +1,5 @@
 // Package kv reads and writes the control plane's Workers KV namespaces,
-// addressed by binding name (TENANT_ORIGINS, AUTH_STORE, PREGO_AI), either
+// addressed by binding name (kv.sqlite.namespaces or kv.cloudflare.namespaces), either
 // through the Cloudflare REST API or in an embedded SQLite file.
 package kv
 
