@@ -123,6 +123,8 @@ type Options struct {
 	KVEmptyPages int
 	// RateLimit, when Requests > 0, blocks like Cloudflare's account limit.
 	RateLimit RateLimit
+	// Listen is the address to listen on; "" = a free port on 127.0.0.1.
+	Listen string
 }
 
 // Server is a running fake of the Cloudflare API.
@@ -189,7 +191,7 @@ func New(t TB, opts Options) *Server {
 	return s
 }
 
-// Start starts a server listening on 127.0.0.1.
+// Start starts a server listening on Options.Listen (by default a free port on 127.0.0.1).
 func Start(opts Options) (*Server, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("cfapitest: Options.Dir is required")
@@ -277,7 +279,11 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("cfapitest: create kv table: %w", err)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := opts.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		s.d1.Close()
 		s.kv.Close()

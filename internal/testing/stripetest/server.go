@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -115,6 +116,20 @@ const baseCreated = 1_700_000_000
 
 // New starts a server on a loopback port. Close it when done.
 func New() *Server {
+	s, err := Start("127.0.0.1:0")
+	if err != nil {
+		panic(err) // as httptest.NewServer does when it cannot listen on loopback
+	}
+	return s
+}
+
+// Start starts a server listening on addr (host:port; port 0 picks a free one). Close it
+// when done.
+func Start(addr string) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("stripetest: listen: %w", err)
+	}
 	s := &Server{
 		customers: map[string]*customer{},
 		subs:      map[string]*subscription{},
@@ -123,8 +138,11 @@ func New() *Server {
 		effects:   map[string]int{},
 		idem:      map[string]idemEntry{},
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	return s
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.srv.Listener.Close()
+	s.srv.Listener = l
+	s.srv.Start()
+	return s, nil
 }
 
 // URL is the base URL to give to a Stripe client (no trailing slash).
