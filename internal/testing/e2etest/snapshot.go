@@ -19,7 +19,6 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/internal/testing/agenttest"
-	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 // Snapshot is everything a reset touches, exactly: every D1 row (every column, exact
@@ -98,7 +97,7 @@ func namespaces(d *Deployment) []string {
 		sort.Strings(out)
 		return out
 	}
-	return slices.Clone(cfapitest.DefaultBindings)
+	return slices.Clone(d.Config.KV.SQLite.Namespaces)
 }
 
 // SiteState is a site's table checksums and folder tree, or "absent: ..." when its database
