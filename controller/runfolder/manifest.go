@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/internal/atomicfile"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -174,29 +175,16 @@ func WriteManifest(dir string, m *Manifest) error {
 	return nil
 }
 
-// CreateManifest writes DIR/manifest.json, fsynced, never replacing an existing one.
+// CreateManifest writes DIR/manifest.json atomically, never replacing an existing one.
 func CreateManifest(dir string, m *Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
-	p := filepath.Join(dir, ManifestFile)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := atomicfile.WriteNew(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
-		return fmt.Errorf("manifest: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // CheckPaths refuses a manifest (from a shared store, or a folder someone handed over)

@@ -25,7 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/internal/atomicfile"
 )
 
 // Names of the files in a run folder.
@@ -61,7 +61,10 @@ func WriteJSON(p string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", filepath.Base(p), err)
 	}
-	return plan.WriteFileAtomic(p, append(b, '\n'), 0o600)
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(p, append(b, '\n'), 0o600)
 }
 
 // ReadJSON decodes the JSON file at p into v.
@@ -77,17 +80,7 @@ func ReadJSON(p string, v any) error {
 }
 
 // syncDir fsyncs a folder, so names created in it survive a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // HumanBytes renders a byte count for people (KiB, MiB, ...).
 func HumanBytes(n int64) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/internal/atomicfile"
 	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
@@ -147,26 +148,14 @@ func ApproveSiteRestore(sb *SiteBackup, grantee string, cert *x509.Certificate, 
 		Grantee: grantee, Approver: plan.OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Grant: raw}, nil
 }
 
-// WriteApproval writes an approval file (never replacing one).
+// WriteApproval writes an approval file atomically, never replacing one.
 func WriteApproval(path string, a *SiteRestoreApproval) error {
 	b, err := json.MarshalIndent(a, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := atomicfile.WriteNew(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write approval: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("write approval %s: %w", path, err)
 	}
 	return nil
 }
