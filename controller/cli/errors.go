@@ -79,7 +79,7 @@ func heldHint(err error) error {
 	case held.Expired:
 		return withHint(err, "if that run is really dead, take its targets over with --take-over (recorded in the lease and the run)")
 	case held.Local:
-		return withHint(err, "another resetctl on this machine is working on these targets; wait for it to finish")
+		return withHint(err, "one process drives a run at a time: let that process finish (or end it, if it hangs), then run the same command again")
 	}
 	return withHint(err, "wait for that run to finish; a lease of a dead process expires after store.lease_ttl and can then be taken over with --take-over")
 }

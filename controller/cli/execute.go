@@ -7,6 +7,7 @@ import (
 
 	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/plan"
 )
 
@@ -61,7 +62,7 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 			return withHint(err, "a second operator runs 'resetctl approve --resume RUN' on a copy of the run's plan")
 		case errors.Is(err, plan.ErrExpired):
 			return withHint(err, "run inventory again and have it approved again")
-		case errors.Is(err, journal.ErrLocked):
+		case errors.Is(err, lease.ErrLocked):
 			return withHint(err, "one process drives a run at a time: wait for it to finish, or stop it, then run the same execute again")
 		case errors.Is(err, journal.ErrRunExists):
 			return withHint(err, "run the same execute again")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/lease"
 )
 
 func runRestore(ctx context.Context, env *Env, args []string) (err error) {
@@ -60,7 +61,7 @@ func runRestore(ctx context.Context, env *Env, args []string) (err error) {
 		if errors.As(err, new(*execute.DiskFullError)) {
 			return withHint(err, "free space on the disk of the state folder, then run the same restore again")
 		}
-		if errors.Is(err, journal.ErrLocked) {
+		if errors.Is(err, lease.ErrLocked) {
 			return withHint(err, "one process works on a run at a time: wait for it to finish, then restore again")
 		}
 		if errors.Is(err, execute.ErrNoRestoreGrant) {

@@ -106,11 +106,11 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		return nil, plan.ErrTampered
 	}
 	if !dryRun {
-		lock, err := journal.LockRun(e.StateDir, p.PlanSHA256, "resetctl execute of plan "+p.ID())
+		lock, err := e.lockRun(ctx, p.PlanSHA256, "", "resetctl execute of plan "+p.ID())
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", p.ID(), err)
 		}
-		defer lock.Unlock()
+		defer e.unlock(ctx, lock)
 	}
 	run, err := e.J.FindByPlan(ctx, "execute", p.PlanSHA256)
 	switch {

@@ -74,11 +74,11 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 			p.RestoreApproval = sp.RestoreApproval
 		}
 	}
-	lock, err := journal.LockRun(e.StateDir, orig.PlanSHA256, "resetctl restore of run "+runID)
+	lock, err := e.lockRun(ctx, orig.PlanSHA256, runID, "resetctl restore of run "+runID)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", runID, err)
 	}
-	defer lock.Unlock()
+	defer e.unlock(ctx, lock)
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err

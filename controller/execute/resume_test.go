@@ -15,6 +15,7 @@ import (
 	"github.com/prego/testreset/controller/backends"
 	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/plan"
 )
 
@@ -353,7 +354,10 @@ func TestSecondProcessRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := journal.LockRun(w.cfg.StateDir, p.PlanSHA256, "test holder")
+	l, err := (&lease.Files{Dir: w.cfg.StateDir}).Acquire(t.Context(), lease.Request{
+		Targets: []lease.Target{lease.Plan(p.PlanSHA256)},
+		Holder:  lease.Holder{Name: "carol@example.test", PID: os.Getpid(), Action: "test holder"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,6 +365,8 @@ func TestSecondProcessRefused(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "another process") || !strings.Contains(errs, "test holder") || !strings.Contains(errs, "hint:") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	l.Unlock()
+	if err := l.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	w.must("execute", "--config", w.alice, path)
 }

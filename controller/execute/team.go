@@ -69,23 +69,53 @@ type teamRun struct {
 	taken []lease.Info
 }
 
+// locker is the one owner of "who runs this": the run store's (a file lock per target
+// under state_dir, and with a bucket the bucket's lease too), or, for an Executor built
+// without a run store, file locks under StateDir.
+func (e *Executor) locker() lease.Locker {
+	if e.Team != nil && e.Team.Locker != nil {
+		return e.Team.Locker
+	}
+	return &lease.Files{Dir: e.StateDir}
+}
+
+func (e *Executor) holder(runID, action string) lease.Holder {
+	host, _ := os.Hostname()
+	return lease.Holder{Name: e.operator(), Run: runID, Machine: host, PID: os.Getpid(), Action: action}
+}
+
+// lockRun makes this process the one that drives the run of the plan planSHA256 (its
+// execution and every restore of it share the lease) for as long as the lease is held. It
+// never waits: another process holding it is named in the error (errors.Is lease.ErrLocked
+// when it runs on this machine, a *lease.HeldError in any case).
+func (e *Executor) lockRun(ctx context.Context, planSHA256, runID, action string) (lease.Lease, error) {
+	return e.locker().Acquire(ctx, lease.Request{
+		Targets:  []lease.Target{lease.Plan(planSHA256)},
+		Holder:   e.holder(runID, action),
+		TakeOver: e.TakeOver,
+	})
+}
+
+// unlock gives a run's lease back (see lockRun).
+func (e *Executor) unlock(ctx context.Context, l lease.Lease) {
+	if err := l.Release(context.WithoutCancel(ctx)); err != nil {
+		e.logf("warning: release the run's lease: %v", err)
+	}
+}
+
 // teamBegin takes the lease on p's targets for action (execute or restore). It refuses
 // while another run, from any machine, holds one of them, and refuses an execute of a
 // plan whose run another machine recorded.
 func (e *Executor) teamBegin(ctx context.Context, p *plan.Plan, action, runID string) (*teamRun, error) {
 	tr := &teamRun{e: e, team: e.Team}
-	if e.Team == nil {
-		return tr, nil
-	}
-	if action == "execute" {
+	if action == "execute" && e.Team != nil {
 		if err := e.checkRunElsewhere(ctx, p); err != nil {
 			return nil, err
 		}
 	}
-	host, _ := os.Hostname()
-	l, err := e.Team.Locker.Acquire(ctx, lease.Request{
+	l, err := e.locker().Acquire(ctx, lease.Request{
 		Targets:  LeaseTargets(p),
-		Holder:   lease.Holder{Name: e.operator(), Run: runID, Machine: host, PID: os.Getpid(), Action: action + " of plan " + p.ID()},
+		Holder:   e.holder(runID, action+" of plan "+p.ID()),
 		TakeOver: e.TakeOver,
 	})
 	if err != nil {
@@ -227,11 +257,8 @@ func (tr *teamRun) event(ctx context.Context, runID, step, status, detail string
 
 // finish records the run's state and gives the lease back.
 func (tr *teamRun) finish(ctx context.Context, state string, runErr error) {
-	if tr.team == nil {
-		return
-	}
 	ctx = context.WithoutCancel(ctx)
-	if tr.rec.ID != "" {
+	if tr.team != nil && tr.rec.ID != "" {
 		now := tr.e.now().UTC()
 		tr.rec.State, tr.rec.UpdatedAt = state, now
 		tr.rec.Error = ""

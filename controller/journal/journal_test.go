@@ -102,39 +102,6 @@ func TestSameRunIDRefused(t *testing.T) {
 	}
 }
 
-func TestLockRun(t *testing.T) {
-	dir := t.TempDir()
-	l, err := journal.LockRun(dir, "planA", "resetctl execute")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A second holder (another open file description, as another process) is refused with
-	// the holder's pid.
-	_, err = journal.LockRun(dir, "planA", "resetctl execute")
-	if !errors.Is(err, journal.ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
-		t.Fatalf("second lock: got %v", err)
-	}
-	// Another run is independent.
-	other, err := journal.LockRun(dir, "planB", "resetctl execute")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.Unlock()
-	if err := l.Unlock(); err != nil {
-		t.Fatal(err)
-	}
-	again, err := journal.LockRun(dir, "planA", "resetctl restore")
-	if err != nil {
-		t.Fatalf("lock after unlock: %v", err)
-	}
-	again.Unlock()
-	for _, bad := range []string{"", "..", "a/b"} {
-		if _, err := journal.LockRun(dir, bad, "x"); err == nil {
-			t.Errorf("lock name %q accepted", bad)
-		}
-	}
-}
-
 func TestDiskFull(t *testing.T) {
 	for _, tc := range []struct {
 		err  error

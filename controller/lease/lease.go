@@ -1,11 +1,16 @@
-// Package lease makes sure one run at a time works on a target (a tenant, an e-mail, a
-// site). An execute or restore takes a lease on every target of its plan; a second run
-// whose targets overlap, from any machine, is refused with the holder's name and run.
+// Package lease is the one owner of "who runs this": one process at a time drives a run
+// (the lease on its plan, shared by the plan's execution and every restore of it), and one
+// run at a time works on a target (a tenant, an e-mail, a site). An execute or restore
+// takes the lease on its plan, then on every target of its plan; a second process, from
+// this machine or any other, is refused with the holder's name, run and (on this machine)
+// pid.
 //
-// Two implementations: Objects keeps leases as objects in the run store, taken with a
-// conditional create (If-None-Match: * on S3 and R2), renewed while the run is alive and
-// expiring when it is not; Files keeps them as file locks (flock) in a local folder, which
-// the kernel releases when the process dies.
+// Two implementations behind Locker: Files keeps leases as file locks (flock) in a local
+// folder, which the kernel releases however the process ends (no expiry, no take-over: a
+// stopped process keeps its lock until it is ended); Objects keeps them as objects in the
+// run store, taken with a conditional create (If-None-Match: * on S3 and R2), renewed while
+// the run is alive and expiring when it is not (--take-over replaces an expired one).
+// Chain takes leases from several (a bucket's team: the local lock, then the bucket's).
 //
 // Objects layout: leases/TARGET/GENERATION.json. The current lease of a target is the
 // object with the highest generation. Taking a target creates the next generation with
@@ -26,11 +31,14 @@ import (
 
 // Target is one thing a run works on.
 type Target struct {
-	Kind string // tenant, email, site
-	ID   string // tenant id, e-mail, HOST/SITE
+	Kind string // plan, tenant, email, site
+	ID   string // plan sha256, tenant id, e-mail, HOST/SITE
 }
 
 func (t Target) String() string { return t.Kind + ":" + t.ID }
+
+// Plan is the target of whoever drives a plan's run: its execution and every restore of it.
+func Plan(sha256 string) Target { return Target{Kind: "plan", ID: strings.ToLower(sha256)} }
 
 // Tenant, Email and Site build targets.
 func Tenant(id string) Target { return Target{Kind: "tenant", ID: id} }
@@ -38,10 +46,19 @@ func Email(e string) Target   { return Target{Kind: "email", ID: strings.ToLower
 func Site(host, name string) Target {
 	return Target{Kind: "site", ID: strings.ToLower(host) + "/" + strings.ToLower(name)}
 }
-func (t Target) escaped() string { return t.Kind + "/" + url.PathEscape(t.ID) }
+
+// escaped is the target as one path segment under its kind: slashes escaped, and a
+// leading dot too (no "." or ".." segment, no hidden file).
+func (t Target) escaped() string {
+	id := url.PathEscape(t.ID)
+	if strings.HasPrefix(id, ".") {
+		id = "%2E" + id[1:]
+	}
+	return t.Kind + "/" + id
+}
 func (t Target) valid() error {
 	switch t.Kind {
-	case "tenant", "email", "site":
+	case "plan", "tenant", "email", "site":
 	default:
 		return fmt.Errorf("lease target %q: unknown kind", t.Kind)
 	}
@@ -100,6 +117,9 @@ type Lease interface {
 	Release(ctx context.Context) error
 }
 
+// ErrLocked matches a HeldError for a lock another process on this machine holds.
+var ErrLocked = errors.New("another process is working on this run")
+
 // HeldError says a target is held by another run.
 type HeldError struct {
 	Target  string
@@ -108,7 +128,13 @@ type HeldError struct {
 	Local   bool // a file lock held by a live process
 }
 
+// Is makes a local lock match ErrLocked.
+func (e *HeldError) Is(target error) bool { return e.Local && target == ErrLocked }
+
 func (e *HeldError) Error() string {
+	if e.Local {
+		return e.localError()
+	}
 	h := e.Current.Holder
 	who := h.Name
 	if who == "" {
@@ -130,6 +156,38 @@ func (e *HeldError) Error() string {
 		msg += fmt.Sprintf(" until %s unless renewed", e.Current.Expires.UTC().Format(time.RFC3339))
 	}
 	return msg
+}
+
+// localError names the process holding a file lock: the plan's ("another process is
+// working on this run: held by pid 4242 ...") or a target's.
+func (e *HeldError) localError() string {
+	h := e.Current.Holder
+	who := "a process that has not yet written its pid"
+	if h.PID > 0 {
+		who = fmt.Sprintf("pid %d", h.PID)
+		if h.Machine != "" {
+			who += " on " + h.Machine
+		}
+	}
+	var about []string
+	for _, s := range []string{h.Name, h.Action} {
+		if s != "" {
+			about = append(about, s)
+		}
+	}
+	if h.Run != "" {
+		about = append(about, "run "+h.Run)
+	}
+	if !e.Current.Acquired.IsZero() {
+		about = append(about, "since "+e.Current.Acquired.UTC().Format(time.RFC3339))
+	}
+	if len(about) > 0 {
+		who += " (" + strings.Join(about, ", ") + ")"
+	}
+	if strings.HasPrefix(e.Target, "plan:") {
+		return fmt.Sprintf("%s: held by %s", ErrLocked, who)
+	}
+	return fmt.Sprintf("another process is working on %s: held by %s", e.Target, who)
 }
 
 // ErrLost is returned by Check after the lease was taken over or could not be renewed.

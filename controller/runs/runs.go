@@ -84,7 +84,9 @@ func Open(ctx context.Context, cfg *config.Config, getenv func(string) string, l
 			return nil, err
 		}
 		t.Store, t.Shared = st, true
-		t.Locker = &lease.Objects{Store: st, TTL: cfg.Store.LeaseTTL, Log: log}
+		// The local lock first: one process on this machine, even a stopped one whose bucket
+		// lease expired; then the bucket's lease: one run among all machines.
+		t.Locker = lease.Chain{&lease.Files{Dir: cfg.StateDir}, &lease.Objects{Store: st, TTL: cfg.Store.LeaseTTL, Log: log}}
 	default:
 		return nil, fmt.Errorf("store.backend %q is not local or s3", cfg.Store.Backend)
 	}
