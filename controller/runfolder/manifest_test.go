@@ -226,9 +226,15 @@ func TestSiteRestoreApproval(t *testing.T) {
 		{"another caller", nil, carolCert, now, runfolder.ErrApproval},
 		{"the approver as caller", nil, bobCert, now, runfolder.ErrSelfApproval},
 		{"expired", nil, aliceCert, now.Add(2 * time.Hour), runfolder.ErrApproval},
-		{"another manifest", func(_ *runfolder.SiteRestoreApproval, sb *runfolder.SiteBackup) { sb.ManifestSHA256 = strings.Repeat("0", 64) }, aliceCert, now, runfolder.ErrApproval},
-		{"another site", func(a *runfolder.SiteRestoreApproval, sb *runfolder.SiteBackup) { sb.Site, a.Site = "t.example.test", "t.example.test" }, aliceCert, now, runfolder.ErrApproval},
-		{"expiry edited", func(a *runfolder.SiteRestoreApproval, _ *runfolder.SiteBackup) { a.ExpiresAt = a.ExpiresAt.Add(time.Hour) }, aliceCert, now, runfolder.ErrApproval},
+		{"another manifest", func(_ *runfolder.SiteRestoreApproval, sb *runfolder.SiteBackup) {
+			sb.ManifestSHA256 = strings.Repeat("0", 64)
+		}, aliceCert, now, runfolder.ErrApproval},
+		{"another site", func(a *runfolder.SiteRestoreApproval, sb *runfolder.SiteBackup) {
+			sb.Site, a.Site = "t.example.test", "t.example.test"
+		}, aliceCert, now, runfolder.ErrApproval},
+		{"expiry edited", func(a *runfolder.SiteRestoreApproval, _ *runfolder.SiteBackup) {
+			a.ExpiresAt = a.ExpiresAt.Add(time.Hour)
+		}, aliceCert, now, runfolder.ErrApproval},
 		{"grantee edited", func(a *runfolder.SiteRestoreApproval, _ *runfolder.SiteBackup) { a.Grantee = carol }, aliceCert, now, runfolder.ErrApproval},
 		{"grant bytes broken", func(a *runfolder.SiteRestoreApproval, _ *runfolder.SiteBackup) { a.Grant = a.Grant[:len(a.Grant)/2] }, aliceCert, now, runfolder.ErrApproval},
 		{"signature broken", func(a *runfolder.SiteRestoreApproval, _ *runfolder.SiteBackup) { a.Grant[len(a.Grant)-1] ^= 1 }, aliceCert, now, runfolder.ErrApproval},
