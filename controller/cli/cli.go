@@ -44,7 +44,7 @@ func commands() []command {
 		{"show", "print a plan's summary and approval (no config needed)", runShow},
 		{"approve", "second operator: sign a plan and its grants", runApprove},
 		{"verify", "check that nothing of a plan's targets remains", runVerify},
-		{"sites", "sites list|backup: the Frappe sites on the agents", runSites},
+		{"sites", "sites list|backup|approve-restore|restore: the Frappe sites on the agents", runSites},
 		{"execute", "run an approved plan (resumes an interrupted run)", runExecute},
 		{"status", "list runs, or one run's steps", runStatus},
 		{"restore", "roll a run back from its backups", runRestore},
