@@ -53,6 +53,7 @@ func (s Suite) Run(t *testing.T) {
 	t.Run("LeaseRace", s.leaseRace)
 	t.Run("LeaseExpiryAndTakeOver", s.leaseTakeOver)
 	t.Run("LeaseRenewal", s.leaseRenewal)
+	t.Run("LeaseChainOfLocalLockAndStore", s.leaseChain)
 }
 
 func ctx(t *testing.T) context.Context {
@@ -687,4 +688,79 @@ func (s Suite) leaseRenewal(t *testing.T) {
 	if err := a.Release(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// leaseChain is a team's "who runs this run" on this store: the local file lock, then the
+// store's lease (lease.Chain). A second process on this machine is refused by the local
+// lock naming its pid, even when the first one is stopped and its store lease expired
+// (take-over or not); another machine is refused by the store's lease until it expired,
+// then takes it over, and the stopped process finds its lease lost.
+func (s Suite) leaseChain(t *testing.T) {
+	st := s.New(t)
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	objects := &lease.Objects{Store: st, TTL: time.Hour, Now: clock}
+	here := lease.Chain{&lease.Files{Dir: t.TempDir()}, objects}
+	other := lease.Chain{&lease.Files{Dir: t.TempDir()}, objects} // another machine
+	plan := []lease.Target{lease.Plan(strings.Repeat("ab", 32))}
+	req := func(name, run string, takeOver bool) lease.Request {
+		h := holder(name, run)
+		h.PID = 4242
+		return lease.Request{Targets: plan, Holder: h, TakeOver: takeOver}
+	}
+	a, err := here.Acquire(ctx(t), req("alice@example.com", "run-a", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		locker    lease.Locker
+		takeOver  bool
+		advance   time.Duration
+		wantLocal bool // refused by this machine's lock, naming the pid
+		wantErr   bool
+	}{
+		{"second process here", here, false, 0, true, true},
+		{"another machine", other, false, 0, false, true},
+		{"another machine with take-over of a live lease", other, true, 0, false, true},
+		{"second process here, the first stopped past its expiry, with take-over", here, true, 2 * time.Hour, true, true},
+		{"another machine after the expiry, with take-over", other, true, 0, false, false},
+	}
+	var taken lease.Lease
+	for _, tt := range tests {
+		advance(tt.advance)
+		l, err := tt.locker.Acquire(ctx(t), req("bob@example.com", "run-b", tt.takeOver))
+		if !tt.wantErr {
+			if err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			taken = l
+			continue
+		}
+		var held *lease.HeldError
+		if !errors.As(err, &held) {
+			t.Fatalf("%s: err = %v, want a HeldError", tt.name, err)
+		}
+		if held.Local != tt.wantLocal || errors.Is(err, lease.ErrLocked) != tt.wantLocal {
+			t.Errorf("%s: local = %v (%v), want %v", tt.name, held.Local, err, tt.wantLocal)
+		}
+		if !strings.Contains(err.Error(), "alice@example.com") || (tt.wantLocal && !strings.Contains(err.Error(), "pid 4242")) {
+			t.Errorf("%s: %v does not name the holder", tt.name, err)
+		}
+	}
+	if to := taken.TakenOver(); len(to) != 1 || to[0].Holder.Run != "run-a" {
+		t.Errorf("take-over recorded %+v, want alice's run-a", to)
+	}
+	if err := a.Check(ctx(t)); !errors.Is(err, lease.ErrLost) {
+		t.Errorf("the stopped process's check: %v, want ErrLost", err)
+	}
+	if err := a.Release(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := taken.Check(ctx(t)); err != nil {
+		t.Errorf("the new holder after the old one released: %v", err)
+	}
+	_ = taken.Release(ctx(t))
 }
