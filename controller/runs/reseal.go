@@ -98,16 +98,9 @@ func (t *Team) Reseal(ctx context.Context, runID string, ids []age.Identity) (Re
 	}
 
 	// The sealed index of the run folder's D1 and KV backups.
-	index := map[string]runstore.Sealed{}
-	iraw, err := runstore.ReadAll(ctx, t.Store, prefix+runfolder.SealedIndex)
-	switch {
-	case errors.Is(err, runstore.ErrNotFound):
-	case err != nil:
+	index, err := runfolder.ReadSealedFiles(ctx, t.Store, runID)
+	if err != nil {
 		return res, err
-	default:
-		if err := json.Unmarshal(iraw, &index); err != nil {
-			return res, fmt.Errorf("run %s: sealed.json: %w", runID, err)
-		}
 	}
 	for rel, s := range index {
 		ns, err := reseal(s)
@@ -118,11 +111,7 @@ func (t *Team) Reseal(ctx context.Context, runID string, ids []age.Identity) (Re
 	}
 
 	if len(index) > 0 {
-		b, err := json.MarshalIndent(index, "", "  ")
-		if err != nil {
-			return res, err
-		}
-		if _, err := t.Store.Put(ctx, prefix+runfolder.SealedIndex, bytes.NewReader(b)); err != nil {
+		if err := index.Write(ctx, t.Store, runID); err != nil {
 			return res, err
 		}
 	}
