@@ -14,6 +14,7 @@ import (
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/runstore/local"
 	"github.com/prego/testreset/internal/testing/testpki"
 )
 
@@ -277,5 +278,36 @@ func TestSiteRestoreApproval(t *testing.T) {
 	}
 	if _, err := runfolder.ApproveSiteRestore(sb, alice, bobCert, bobKey, time.Hour, now); !errors.Is(err, runfolder.ErrIntegrity) {
 		t.Errorf("approve of a changed backup: %v", err)
+	}
+}
+
+func TestReadSealedFiles(t *testing.T) {
+	st, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if got, err := runfolder.ReadSealedFiles(ctx, st, "r1"); err != nil || len(got) != 0 {
+		t.Fatalf("no index: %v, %v; want empty", got, err)
+	}
+	good := runfolder.SealedFiles{"d1.json": {Key: "backups/r1/d1.json.age"}}
+	if err := good.Write(ctx, st, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := runfolder.ReadSealedFiles(ctx, st, "r1"); err != nil || got["d1.json"].Key != "backups/r1/d1.json.age" {
+		t.Fatalf("read back: %v, %v", got, err)
+	}
+	for name, bad := range map[string]runfolder.SealedFiles{
+		"object of another run": {"d1.json": {Key: "backups/r2/d1.json.age"}},
+		"file outside":          {"../d1.json": {Key: "backups/r1/d1.json.age"}},
+		"absolute file":         {"/etc/x": {Key: "backups/r1/d1.json.age"}},
+		"unclean file":          {"a/../../x": {Key: "backups/r1/d1.json.age"}},
+	} {
+		if err := bad.Write(ctx, st, "r3"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := runfolder.ReadSealedFiles(ctx, st, "r3"); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
