@@ -9,7 +9,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # them in /usr/include; a protoc release zip in /usr/local/include.
 PROTOC_INCLUDE ?= $(firstword $(foreach d,/usr/include /usr/local/include,$(if $(wildcard $(d)/google/protobuf/timestamp.proto),$(d))))
 
-.PHONY: all build test test-go test-ansible lint proto proto-check deps demo example-data bench clean
+.PHONY: all build test test-go test-ansible lint proto proto-check deps demo example-data bench bench-backup clean
 
 all: build
 
@@ -56,9 +56,16 @@ demo: deps build
 example-data:
 	$(GO) run ./examples/seed --config examples/resetctl.yaml
 
+# make bench (about 3 minutes on 2 cores): the fleet batch (100 test tenants on 4 agent
+# processes, concurrency 1 and 4), the inventory's and one reset's Cloudflare request figures.
+# make bench-backup: the 1 GiB site backup benchmark (several minutes, a few GiB of disk).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./benchmarks/... ./controller/inventory/
+	$(GO) test -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -timeout 20m ./benchmarks/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./controller/inventory/
 	FIGURES=1 $(GO) test -count=1 -run '^TestCloudflareRequestFigures$$' -v ./controller/execute/
+
+bench-backup:
+	$(GO) test -run '^$$' -bench '^BenchmarkBackup$$' -benchtime 1x -timeout 60m ./benchmarks/
 
 clean:
 	rm -rf bin .tools

@@ -3,10 +3,7 @@ package execute_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -23,6 +20,7 @@ import (
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/internal/testing/agenttest"
 	"github.com/prego/testreset/internal/testing/cfapitest"
+	"github.com/prego/testreset/internal/testing/e2etest"
 	"github.com/prego/testreset/internal/testing/exampledata"
 	"github.com/prego/testreset/internal/testing/mariadbtest"
 	"github.com/prego/testreset/internal/testing/stripetest"
@@ -129,7 +127,9 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	if backend == "cloudflare" {
 		w.cf = cfapitest.New(t, o.cf)
 		w.env["CLOUDFLARE_API_TOKEN"] = w.cf.Token()
-		copyToCloudflare(t, seedCfg, w.cf)
+		if err := e2etest.CopyToCloudflare(ctx, seedCfg.D1.SQLite.Path, seedCfg.KV.SQLite.Path, w.cf); err != nil {
+			t.Fatal(err)
+		}
 		m["d1"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "database_id": w.cf.DatabaseID, "base_url": w.cf.URL()}}
 		m["cloudflare"] = map[string]any{"requests_per_second": -1}
 		m["kv"] = map[string]any{"backend": "cloudflare", "cloudflare": map[string]any{"account_id": w.cf.AccountID, "base_url": w.cf.URL(), "namespaces": w.cf.Namespaces}}
@@ -177,62 +177,6 @@ func (w *world) openWorkerd() d1.DB {
 		w.t.Fatal(err)
 	}
 	return db
-}
-
-func copyToCloudflare(t *testing.T, cfg *config.Config, srv *cfapitest.Server) {
-	t.Helper()
-	dst := srv.DB()
-	if _, err := dst.Exec("ATTACH DATABASE ? AS src", cfg.D1.SQLite.Path); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := dst.Query("SELECT name, sql FROM src.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names, ddl []string
-	for rows.Next() {
-		var n, s string
-		rows.Scan(&n, &s)
-		names, ddl = append(names, n), append(ddl, s)
-	}
-	rows.Close()
-	dst.Exec("PRAGMA foreign_keys = off")
-	for i, n := range names {
-		if _, err := dst.Exec(ddl[i]); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := dst.Exec(`INSERT INTO main."` + n + `" SELECT * FROM src."` + n + `"`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dst.Exec("PRAGMA foreign_keys = on")
-	dst.Exec("DETACH DATABASE src")
-	local, err := kv.OpenSQLite(cfg.KV.SQLite.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
-	remote, err := kv.OpenCloudflare(kv.CloudflareConfig{AccountID: srv.AccountID, Token: srv.Token(), BaseURL: srv.URL(), Namespaces: srv.Namespaces, Retry: &kv.Retry{}, RateLimit: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ns := range []string{"TENANT_ORIGINS", "AUTH_STORE", "PREGO_AI"} {
-		keys, err := kv.ListAll(context.Background(), local, ns, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var entries []kv.Entry
-		for _, k := range keys {
-			e, _, err := local.Get(context.Background(), ns, k.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			entries = append(entries, *e)
-		}
-		if err := remote.Put(context.Background(), ns, entries); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // resetctl runs the CLI in process and returns stdout, stderr and the exit code.
@@ -334,36 +278,9 @@ func (w *world) snapshot() snapshot {
 			s.Sites[name] = "absent: " + err.Error()
 			continue
 		}
-		s.Sites[name] = fmt.Sprint(sums) + "\n" + tree(site.Path)
+		s.Sites[name] = fmt.Sprint(sums) + "\n" + e2etest.Tree(site.Path)
 	}
 	return s
-}
-
-// tree lists a folder's files with modes and content hashes (private/backups included:
-// backups carry the whole folder).
-func tree(dir string) string {
-	var lines []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			lines = append(lines, "error "+err.Error())
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, p)
-		fi, _ := os.Lstat(p)
-		line := fmt.Sprintf("%s %v", rel, fi.Mode())
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			line += " -> " + target
-		case fi.Mode().IsRegular():
-			b, _ := os.ReadFile(p)
-			sum := sha256.Sum256(b)
-			line += " " + hex.EncodeToString(sum[:8])
-		}
-		lines = append(lines, line)
-		return nil
-	})
-	return strings.Join(lines, "\n")
 }
 
 func planPath(t *testing.T, out string) string {
