@@ -46,19 +46,30 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 		return approveResume(ctx, env, cfg, *cfgPath, path, p, *resumeRun, cert, key, *expires)
 	}
 	if *restoreRun != "" {
-		if err := plan.ApproveRestore(p, *restoreRun, p.Operator.Identity, cert, key, *expires, time.Now()); err != nil {
-			if errors.Is(err, plan.ErrSelfApproval) {
-				return withHint(err, "a second operator approves the restore")
-			}
-			return err
-		}
-		if err := savePlan(ctx, env, cfg, path, p); err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Stdout, "restore of run %s approved by %s until %s (%d grants)\n", *restoreRun, p.RestoreApproval.Identity,
-			p.RestoreApproval.ExpiresAt.Format(time.RFC3339), len(p.RestoreApproval.Grants))
-		return nil
+		return approveRestore(ctx, env, cfg, path, p, *restoreRun, cert, key, *expires)
 	}
+	return approvePlan(ctx, env, cfg, path, p, cert, key, *expires)
+}
+
+// approveRestore adds fresh restore grants for an executed run to its plan.
+func approveRestore(ctx context.Context, env *Env, cfg *config.Config, path string, p *plan.Plan, runID string, cert *x509.Certificate, key crypto.Signer, ttl time.Duration) error {
+	if err := plan.ApproveRestore(p, runID, p.Operator.Identity, cert, key, ttl, time.Now()); err != nil {
+		if errors.Is(err, plan.ErrSelfApproval) {
+			return withHint(err, "a second operator approves the restore")
+		}
+		return err
+	}
+	if err := savePlan(ctx, env, cfg, path, p); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "restore of run %s approved by %s until %s (%d grants)\n", runID, p.RestoreApproval.Identity,
+		p.RestoreApproval.ExpiresAt.Format(time.RFC3339), len(p.RestoreApproval.Grants))
+	return nil
+}
+
+// approvePlan signs a plan after taking its inventory again from live data: the approver
+// signs what they have read.
+func approvePlan(ctx context.Context, env *Env, cfg *config.Config, path string, p *plan.Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Duration) error {
 	if p.Approval != nil {
 		return withHint(fmt.Errorf("plan %s is already approved by %s", p.ID(), p.Approval.Identity), "run inventory again for a new plan")
 	}
@@ -107,7 +118,7 @@ func runApprove(ctx context.Context, env *Env, args []string) error {
 	shown.Inventory = live
 	printSummary(env.Stdout, &shown)
 	fmt.Fprintln(env.Stdout)
-	if err := plan.Approve(p, cert, key, *expires, time.Now()); err != nil {
+	if err := plan.Approve(p, cert, key, ttl, time.Now()); err != nil {
 		switch {
 		case errors.Is(err, plan.ErrSelfApproval):
 			return withHint(err, "ask a second operator to run resetctl approve")
