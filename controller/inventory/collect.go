@@ -4,7 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,14 +22,7 @@ type Rows struct {
 	Targets []map[int]bool
 }
 
-func (r *Rows) col(name string) int {
-	for i, c := range r.Columns {
-		if c == name {
-			return i
-		}
-	}
-	return -1
-}
+func (r *Rows) col(name string) int { return slices.Index(r.Columns, name) }
 
 // Key returns the row's identifying values.
 func (r *Rows) Key(i int) []d1.Value {
@@ -152,12 +146,7 @@ func (c *collector) run(ctx context.Context, work []pending) (map[string][]int, 
 func (c *collector) walk(ctx context.Context, added map[string][]int) error {
 	for len(added) > 0 {
 		var work []pending
-		parents := make([]string, 0, len(added))
-		for p := range added {
-			parents = append(parents, p)
-		}
-		sort.Strings(parents)
-		for _, p := range parents {
+		for _, p := range slices.Sorted(maps.Keys(added)) {
 			pr := c.rows[p]
 			for _, e := range c.schema.Children[p] {
 				var tuples [][]d1.Value

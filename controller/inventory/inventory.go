@@ -6,12 +6,9 @@ package inventory
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/mail"
-	"path"
-	"regexp"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/prego/testreset/controller/billing"
@@ -28,66 +25,6 @@ type Target struct {
 }
 
 func (t Target) String() string { return t.Kind + " " + t.Value }
-
-var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
-// keyChars are the KV key delimiters and template characters: a target value holding one
-// could select another target's keys (a tenant id "t_1:primary" and the prefix
-// "erp_cred:{tenant_id}"), so such targets are refused.
-const keyChars = keyDelimiters + "{}"
-
-// NormalizeEmail trims and lower-cases an address and refuses anything that is not a plain
-// address (no display names, no comments, no quotes, no wildcards).
-func NormalizeEmail(s string) (string, error) {
-	e := strings.ToLower(strings.TrimSpace(s))
-	a, err := mail.ParseAddress(e)
-	if err != nil || a.Address != e || a.Name != "" {
-		return "", fmt.Errorf("invalid e-mail address %q", s)
-	}
-	local, domain, _ := strings.Cut(e, "@")
-	if local == "" || !strings.Contains(domain, ".") || strings.ContainsAny(e, "\"'`;\\*?[]%() <>,") {
-		return "", fmt.Errorf("invalid e-mail address %q", s)
-	}
-	if strings.ContainsAny(e, keyChars) {
-		return "", fmt.Errorf("e-mail address %q holds a KV key delimiter or template character (one of %s): refused, it could select other keys", s, keyChars)
-	}
-	return e, nil
-}
-
-// ParseTargets validates and normalises e-mails and tenant ids, dropping duplicates.
-func ParseTargets(emails, tenants []string) ([]Target, error) {
-	var out []Target
-	seen := map[Target]bool{}
-	for _, e := range emails {
-		n, err := NormalizeEmail(e)
-		if err != nil {
-			return nil, err
-		}
-		t := Target{"email", n}
-		if !seen[t] {
-			seen[t] = true
-			out = append(out, t)
-		}
-	}
-	for _, id := range tenants {
-		id = strings.TrimSpace(id)
-		if strings.ContainsAny(id, keyChars) {
-			return nil, fmt.Errorf("tenant id %q holds a KV key delimiter or template character (one of %s): refused, it could select other keys", id, keyChars)
-		}
-		if !tenantIDPattern.MatchString(id) {
-			return nil, fmt.Errorf("invalid tenant id %q", id)
-		}
-		t := Target{"tenant", id}
-		if !seen[t] {
-			seen[t] = true
-			out = append(out, t)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no targets: give --email or --tenant")
-	}
-	return out, nil
-}
 
 // SiteInspector asks a node's agent about one site.
 type SiteInspector interface {
@@ -276,7 +213,10 @@ func (inv *Inventory) Remaining() []string {
 	return out
 }
 
-// Run takes the inventory of targets.
+// Run takes the inventory of targets, in phases: the D1 rows (the targets' tenants, every
+// row reachable from their roots, who else owns any of them, and the coverage of the
+// schema), then the other sources (KV keys, Stripe, sites), then the guards, the safety
+// policy (guards.go), which decide from all of it whether each target may go.
 func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inventory, error) {
 	cfg := src.Config
 	spec := &cfg.Spec
@@ -290,15 +230,63 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	inv := &Inventory{}
 	c := &collector{db: src.D1, schema: schema, rows: map[string]*Rows{}, requests: 2}
 
-	// Tenants of every target: tenant targets name theirs, e-mails reach theirs through
-	// spec.tenants_by_email (one batch for all e-mails).
-	targetTenants := make([][]string, len(targets))
+	// D1.
+	tt, err := c.tenantsOfTargets(ctx, spec, targets)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.collectRows(ctx, cfg, opt, targets, tt, inv); err != nil {
+		return nil, err
+	}
+	if err := c.coverage(ctx, spec, targets, tt, inv); err != nil {
+		return nil, err
+	}
+	collisions, err := c.prefixCollisions(ctx, spec, tt.ids)
+	if err != nil {
+		return nil, err
+	}
+	inv.Tables = c.tablesInDeleteOrder()
+	reports := newReports(targets, tt, inv.Tables)
+	if err := tenantsWithRuntime(ctx, c, spec, tt.ids, tt.targets, inv); err != nil {
+		return nil, err
+	}
+	if err := c.sharedOutside(ctx, spec, inv, tt.targets); err != nil {
+		return nil, err
+	}
+	inv.D1Requests = c.requests
+
+	// The other sources.
+	if err := kvKeys(ctx, src.KV, spec, targets, inv, reports); err != nil {
+		return nil, err
+	}
+	if err := stripeObjects(ctx, src.Stripe, spec, c, targets, inv, reports); err != nil {
+		return nil, err
+	}
+	sites(ctx, src.Sites, inv, reports)
+
+	// The safety policy.
+	applyGuards(cfg, opt, c, targets, tt, collisions, inv, reports)
+	inv.Targets = reports
+	return inv, nil
+}
+
+// targetTenants relates targets and tenants: tenant targets name theirs, e-mails reach
+// theirs through spec.tenants_by_email.
+type targetTenants struct {
+	of      [][]string       // of[i]: the tenants of target i
+	targets map[string][]int // the targets of each tenant
+	ids     []string         // every tenant, sorted
+}
+
+// tenantsOfTargets finds the tenants of every target (one batch for all e-mails).
+func (c *collector) tenantsOfTargets(ctx context.Context, spec *config.Spec, targets []Target) (*targetTenants, error) {
+	tt := &targetTenants{of: make([][]string, len(targets)), targets: map[string][]int{}}
 	var emailIdx []int
 	var stmts []d1.Statement
 	for i, t := range targets {
 		switch t.Kind {
 		case "tenant":
-			targetTenants[i] = []string{t.Value}
+			tt.of[i] = []string{t.Value}
 		case "email":
 			if spec.TenantsByEmail != "" {
 				emailIdx = append(emailIdx, i)
@@ -313,47 +301,67 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 		}
 		for j, i := range emailIdx {
 			for _, row := range out[j].Rows {
-				if len(row) > 0 && !row[0].IsNull() {
-					targetTenants[i] = appendUnique(targetTenants[i], plain(row[0]))
+				if len(row) > 0 && !row[0].IsNull() && !slices.Contains(tt.of[i], plain(row[0])) {
+					tt.of[i] = append(tt.of[i], plain(row[0]))
 				}
 			}
 		}
 	}
-	tenantTargets := map[string][]int{}
-	var tenantIDs []string
-	for i, ts := range targetTenants {
+	for i, ts := range tt.of {
 		for _, t := range ts {
-			if _, ok := tenantTargets[t]; !ok {
-				tenantIDs = append(tenantIDs, t)
+			if _, ok := tt.targets[t]; !ok {
+				tt.ids = append(tt.ids, t)
 			}
-			tenantTargets[t] = append(tenantTargets[t], i)
+			tt.targets[t] = append(tt.targets[t], i)
 		}
 	}
-	sort.Strings(tenantIDs)
+	slices.Sort(tt.ids)
+	return tt, nil
+}
 
-	// Level 0: the roots.
-	var work []pending
-	root := schema.Tables[spec.TenantRoot.Table]
-	if len(tenantIDs) > 0 {
-		var tuples [][]d1.Value
-		for _, id := range tenantIDs {
-			tuples = append(tuples, []d1.Value{d1.Text(id)})
+// collectRows reads the root rows, walks the reference graph down from them, adds the
+// users the reset leaves without a tenant, and looks up from every collected row for
+// anyone else who owns it.
+func (c *collector) collectRows(ctx context.Context, cfg *config.Config, opt Options, targets []Target, tt *targetTenants, inv *Inventory) error {
+	spec := &cfg.Spec
+	added, err := c.readRoots(ctx, spec, targets, tt)
+	if err != nil {
+		return err
+	}
+	if err := c.walk(ctx, added); err != nil {
+		return err
+	}
+	c.attribute()
+	if spec.OrphanUsers.Enabled {
+		if err := c.orphans(ctx, cfg, inv); err != nil {
+			return err
 		}
-		for _, st := range c.selects(root, []string{spec.TenantRoot.Key}, tuples, false) {
+	}
+	c.attribute()
+	return c.ownership(ctx, cfg, opt, inv)
+}
+
+// readRoots reads level 0 of the walk, the tenant root rows and the e-mail root rows, in
+// one request, and marks each with its targets.
+func (c *collector) readRoots(ctx context.Context, spec *config.Spec, targets []Target, tt *targetTenants) (map[string][]int, error) {
+	var work []pending
+	root := c.schema.Tables[spec.TenantRoot.Table]
+	if len(tt.ids) > 0 {
+		for _, st := range c.selects(root, []string{spec.TenantRoot.Key}, textTuples(tt.ids), false) {
 			work = append(work, pending{root.Name, st})
 		}
 	}
 	emailTargets := map[string]int{}
-	var emailTuples [][]d1.Value
+	var emails []string
 	for i, t := range targets {
 		if t.Kind == "email" {
 			emailTargets[t.Value] = i
-			emailTuples = append(emailTuples, []d1.Value{d1.Text(t.Value)})
+			emails = append(emails, t.Value)
 		}
 	}
-	if len(emailTuples) > 0 {
+	if len(emails) > 0 {
 		for _, er := range spec.EmailRoots {
-			for _, st := range c.selects(schema.Tables[er.Table], []string{er.Column}, emailTuples, true) {
+			for _, st := range c.selects(c.schema.Tables[er.Table], []string{er.Column}, textTuples(emails), true) {
 				work = append(work, pending{er.Table, st})
 			}
 		}
@@ -362,11 +370,10 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if err != nil {
 		return nil, fmt.Errorf("read roots: %w", err)
 	}
-	// Root attribution.
 	if r := c.rows[root.Name]; r != nil {
 		k := r.col(spec.TenantRoot.Key)
 		for i := range r.Rows {
-			for _, t := range tenantTargets[plain(r.Rows[i][k])] {
+			for _, t := range tt.targets[plain(r.Rows[i][k])] {
 				r.Targets[i][t] = true
 			}
 		}
@@ -381,21 +388,21 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 			}
 		}
 	}
-	if err := c.walk(ctx, added); err != nil {
-		return nil, err
-	}
-	c.attribute()
-	if spec.OrphanUsers.Enabled {
-		if err := c.orphans(ctx, cfg, inv); err != nil {
-			return nil, err
-		}
-	}
-	c.attribute()
-	if err := c.ownership(ctx, cfg, opt, inv); err != nil {
-		return nil, err
-	}
+	return added, nil
+}
 
-	// Coverage: reachable from every root, by the spec's names and by the targets' values.
+// textTuples makes one-column tuples of text values.
+func textTuples(vals []string) [][]d1.Value {
+	out := make([][]d1.Value, len(vals))
+	for i, v := range vals {
+		out[i] = []d1.Value{d1.Text(v)}
+	}
+	return out
+}
+
+// coverage warns about tables no root reaches that hold a root-like column, and about the
+// targets' own values found in such tables.
+func (c *collector) coverage(ctx context.Context, spec *config.Spec, targets []Target, tt *targetTenants, inv *Inventory) error {
 	roots := []string{spec.TenantRoot.Table}
 	for _, er := range spec.EmailRoots {
 		roots = append(roots, er.Table)
@@ -403,296 +410,67 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if spec.OrphanUsers.Enabled {
 		roots = append(roots, spec.OrphanUsers.Table)
 	}
-	reached := schema.Reachable(roots)
-	inv.Coverage = schema.Coverage(reached, spec)
-	var targetEmails []string
+	reached := c.schema.Reachable(roots)
+	inv.Coverage = c.schema.Coverage(reached, spec)
+	var emails []string
 	for _, t := range targets {
 		if t.Kind == "email" {
-			targetEmails = append(targetEmails, t.Value)
+			emails = append(emails, t.Value)
 		}
 	}
-	probed, err := c.probe(ctx, spec, reached, tenantIDs, append(targetEmails, inv.OrphanUsers...))
+	probed, err := c.probe(ctx, spec, reached, tt.ids, append(emails, inv.OrphanUsers...))
 	if err != nil {
-		return nil, err
-	}
-	collisions, err := c.prefixCollisions(ctx, spec, tenantIDs)
-	if err != nil {
-		return nil, err
+		return err
 	}
 	inv.Coverage = append(inv.Coverage, probed...)
-	inv.D1Requests = c.requests
+	return nil
+}
 
+// tablesInDeleteOrder lists the collected rows by table, children first.
+func (c *collector) tablesInDeleteOrder() []TableRows {
 	var collected []string
-	for t := range c.rows {
-		if len(c.rows[t].Rows) > 0 {
+	for t, r := range c.rows {
+		if len(r.Rows) > 0 {
 			collected = append(collected, t)
 		}
 	}
-	for _, t := range schema.DeleteOrder(collected) {
+	var out []TableRows
+	for _, t := range c.schema.DeleteOrder(collected) {
 		r := c.rows[t]
 		tr := TableRows{Table: t, KeyColumns: r.Table.KeyColumns(), Columns: r.Columns, Rows: r.Rows}
 		for i := range r.Rows {
 			tr.Keys = append(tr.Keys, r.Key(i))
-			tr.Targets = append(tr.Targets, setList(r.Targets[i]))
+			tr.Targets = append(tr.Targets, sortedSet(r.Targets[i]))
 		}
-		inv.Tables = append(inv.Tables, tr)
+		out = append(out, tr)
 	}
-
-	// Reports.
-	reports := make([]TargetReport, len(targets))
-	for i, t := range targets {
-		reports[i] = TargetReport{Target: t, Tenants: targetTenants[i], Rows: map[string]int{}}
-	}
-	for _, t := range collected {
-		r := c.rows[t]
-		for i := range r.Rows {
-			for ti := range r.Targets[i] {
-				reports[ti].Rows[t]++
-			}
-		}
-	}
-
-	// Tenants with their runtime rows.
-	if err := tenantsWithRuntime(ctx, c, spec, tenantIDs, tenantTargets, inv); err != nil {
-		return nil, err
-	}
-	if err := c.sharedOutside(ctx, spec, inv, tenantTargets); err != nil {
-		return nil, err
-	}
-	inv.D1Requests = c.requests
-	if err := kvKeys(ctx, src.KV, spec, targets, inv, reports); err != nil {
-		return nil, err
-	}
-	if err := stripeObjects(ctx, src.Stripe, spec, c, targets, inv, reports); err != nil {
-		return nil, err
-	}
-	sites(ctx, src.Sites, inv, reports)
-	for id, others := range collisions {
-		for _, t := range tenantTargets[id] {
-			reports[t].Blocked = true
-			reports[t].Reasons = append(reports[t].Reasons, fmt.Sprintf("tenant %s: other tenants' ids continue it with a KV key delimiter (%s): prefix keys cannot be told apart", id, strings.Join(others, ", ")))
-		}
-	}
-	notFound(c, spec, targets, inv, reports)
-	guards(cfg, opt, inv, reports)
-	sharedGuards(inv, reports)
-	inv.Targets = reports
-	return inv, nil
-}
-
-// notFound marks targets that match nothing: a tenant without its root row, an e-mail with
-// no row, key or customer.
-func notFound(c *collector, spec *config.Spec, targets []Target, inv *Inventory, reports []TargetReport) {
-	roots := map[string]bool{}
-	if r := c.rows[spec.TenantRoot.Table]; r != nil {
-		k := r.col(spec.TenantRoot.Key)
-		for i := range r.Rows {
-			roots[plain(r.Rows[i][k])] = true
-		}
-	}
-	for i, t := range targets {
-		switch t.Kind {
-		case "tenant":
-			reports[i].NotFound = !roots[t.Value]
-		case "email":
-			reports[i].NotFound = len(reports[i].Rows) == 0 && reports[i].KVKeys == 0 && len(reports[i].Stripe) == 0 && len(reports[i].Tenants) == 0
-		}
-	}
-}
-
-func checkSpec(s *Schema, spec *config.Spec) error {
-	if spec.TenantRoot.Table == "" || spec.TenantRoot.Key == "" {
-		return errors.New("spec.tenant_root: table and key are required")
-	}
-	if err := s.requireColumn(spec.TenantRoot.Table, spec.TenantRoot.Key); err != nil {
-		return fmt.Errorf("spec.tenant_root: %w", err)
-	}
-	for i, er := range spec.EmailRoots {
-		if err := s.requireColumn(er.Table, er.Column); err != nil {
-			return fmt.Errorf("spec.email_roots[%d]: %w", i, err)
-		}
-	}
-	rt := spec.Runtime
-	if rt.Table != "" {
-		for _, col := range []string{rt.TenantColumn, rt.SiteColumn, rt.HostColumn} {
-			if err := s.requireColumn(rt.Table, col); err != nil {
-				return fmt.Errorf("spec.runtime: %w", err)
-			}
-		}
-	}
-	for i, sid := range spec.StripeIDs {
-		if err := s.requireColumn(sid.Table, sid.Column); err != nil {
-			return fmt.Errorf("spec.stripe_ids[%d]: %w", i, err)
-		}
-	}
-	if o := spec.OrphanUsers; o.Enabled {
-		link, col, ok := strings.Cut(o.Link, ".")
-		if !ok {
-			return fmt.Errorf("spec.orphan_users.link: %q is not table.column", o.Link)
-		}
-		for _, tc := range [][2]string{{o.Table, o.Key}, {o.Table, o.Email}, {link, col}} {
-			if err := s.requireColumn(tc[0], tc[1]); err != nil {
-				return fmt.Errorf("spec.orphan_users: %w", err)
-			}
-		}
-	}
-	return nil
-}
-
-func appendUnique(s []string, v string) []string {
-	for _, x := range s {
-		if x == v {
-			return s
-		}
-	}
-	return append(s, v)
-}
-
-func setList(m map[int]bool) []int {
-	out := make([]int, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Ints(out)
 	return out
 }
 
-// orphans adds users whose every link row is being removed, when their e-mail passes the
-// allowlist; the others are kept and reported.
-func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Inventory) error {
-	o := cfg.Spec.OrphanUsers
-	linkTable, linkCol, _ := strings.Cut(o.Link, ".")
-	lr := c.rows[linkTable]
-	if lr == nil {
-		return nil
+// newReports starts each target's report with its tenants and its rows per table.
+func newReports(targets []Target, tt *targetTenants, tables []TableRows) []TargetReport {
+	reports := make([]TargetReport, len(targets))
+	for i, t := range targets {
+		reports[i] = TargetReport{Target: t, Tenants: tt.of[i], Rows: map[string]int{}}
 	}
-	users := c.rows[o.Table]
-	removing := map[string]int{} // user key -> link rows being removed
-	var ids []d1.Value
-	for i := range lr.Rows {
-		v := lr.Rows[i][lr.col(linkCol)]
-		if v.IsNull() {
-			continue
-		}
-		k := tupleKey([]d1.Value{v})
-		if removing[k] == 0 && (users == nil || !hasUser(users, o.Key, v)) {
-			ids = append(ids, v)
-		}
-		removing[k]++
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	// One batch: every candidate's link-row count and e-mail.
-	var stmts []d1.Statement
-	for start := 0; start < len(ids); start += d1.MaxParams {
-		end := min(start+d1.MaxParams, len(ids))
-		var a d1.Args
-		list := a.List(ids[start:end])
-		stmts = append(stmts, d1.Statement{
-			SQL: "SELECT " + d1.ExactColumns("k") + ", e, (SELECT COUNT(*) FROM " + d1.QuoteIdent(linkTable) + " l WHERE l." + d1.QuoteIdent(linkCol) + " = u.k) AS n FROM (SELECT " +
-				d1.QuoteIdent(o.Key) + " AS k, " + d1.QuoteIdent(o.Email) + " AS e FROM " + d1.QuoteIdent(o.Table) + " WHERE " + d1.QuoteIdent(o.Key) + " IN (" + list + ")) u",
-			Params: a.Params(), Rows: end - start})
-	}
-	out, err := c.batch(ctx, stmts)
-	if err != nil {
-		return fmt.Errorf("orphan users: %w", err)
-	}
-	var orphans [][]d1.Value
-	for _, res := range out {
-		for _, row := range res.Rows {
-			dec, err := d1.DecodeExact(&d1.Result{Columns: res.Columns[:2], Rows: [][]d1.Value{row[:2]}})
-			if err != nil {
-				return fmt.Errorf("orphan users: %w", err)
-			}
-			v, email, n := dec.Rows[0][0], strings.ToLower(plain(row[2])), row[3]
-			if n.Kind != d1.KindInteger || int(n.Int) != removing[tupleKey([]d1.Value{v})] {
-				continue // still a member of another tenant
-			}
-			if !matchAny(cfg.Guards.EmailAllowlist, email) {
-				inv.KeptUsers = append(inv.KeptUsers, email)
-				continue
-			}
-			inv.OrphanUsers = append(inv.OrphanUsers, email)
-			orphans = append(orphans, []d1.Value{v})
-		}
-	}
-	if len(orphans) == 0 {
-		return nil
-	}
-	var work []pending
-	for _, st := range c.selects(c.schema.Tables[o.Table], []string{o.Key}, orphans, false) {
-		work = append(work, pending{o.Table, st})
-	}
-	// A removed user loses everything an e-mail reset would remove: every e-mail root.
-	var emailTuples [][]d1.Value
-	for _, e := range inv.OrphanUsers {
-		emailTuples = append(emailTuples, []d1.Value{d1.Text(e)})
-	}
-	for _, er := range cfg.Spec.EmailRoots {
-		for _, st := range c.selects(c.schema.Tables[er.Table], []string{er.Column}, emailTuples, true) {
-			work = append(work, pending{er.Table, st})
-		}
-	}
-	added, err := c.run(ctx, work)
-	if err != nil {
-		return fmt.Errorf("orphan users: %w", err)
-	}
-	// Orphans belong to the targets whose link rows they lose.
-	users = c.rows[o.Table]
-	inv.orphanTargets = map[string][]int{}
-	for _, i := range added[o.Table] {
-		v := users.Rows[i][users.col(o.Key)]
-		for j := range lr.Rows {
-			if lr.Rows[j][lr.col(linkCol)].Equal(v) {
-				for t := range lr.Targets[j] {
-					users.Targets[i][t] = true
-				}
-			}
-		}
-		email := strings.ToLower(plain(users.Rows[i][users.col(o.Email)]))
-		inv.orphanTargets[email] = setList(users.Targets[i])
-	}
-	for _, er := range cfg.Spec.EmailRoots {
-		r := c.rows[er.Table]
-		if r == nil || er.Table == o.Table {
-			continue
-		}
-		for _, i := range added[er.Table] {
-			for _, t := range inv.orphanTargets[strings.ToLower(plain(r.Rows[i][r.col(er.Column)]))] {
-				r.Targets[i][t] = true
+	for _, t := range tables {
+		for _, ts := range t.Targets {
+			for _, ti := range ts {
+				reports[ti].Rows[t.Table]++
 			}
 		}
 	}
-	return c.walk(ctx, added)
+	return reports
 }
 
-func hasUser(r *Rows, keyCol string, v d1.Value) bool {
-	k := r.col(keyCol)
-	for i := range r.Rows {
-		if r.Rows[i][k].Equal(v) {
-			return true
-		}
-	}
-	return false
+// sortedSet lists a set of target indexes in order (never nil: plans show [] for none).
+func sortedSet(m map[int]bool) []int {
+	return append([]int{}, slices.Sorted(maps.Keys(m))...)
 }
 
-// matchExact reports whether s matches one of the globs, case included.
-func matchExact(globs []string, s string) bool {
-	for _, g := range globs {
-		if ok, _ := path.Match(g, s); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// matchAny matches a lower-cased e-mail against globs, case-insensitively.
-func matchAny(globs []string, s string) bool {
-	for _, g := range globs {
-		if ok, _ := path.Match(strings.ToLower(g), s); ok {
-			return true
-		}
-	}
-	return false
+// sortedUnique lists target indexes in order without repeats (never nil).
+func sortedUnique(in []int) []int {
+	out := append([]int{}, in...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }

@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -96,242 +97,300 @@ func literal(v d1.Value) string {
 	return plain(v)
 }
 
-func colIndex(cols []string, name string) int {
-	for i, c := range cols {
-		if c == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // ownership looks up from every collected row through the references the plan does not
 // cover. A chain that reaches a tenant root row outside the plan, or an e-mail root row of
 // a user outside the e-mail allowlist, makes the row shared: its targets are blocked and
 // the path is shown. Rows of tables no root reaches (catalogues) are no one's.
 func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Options, inv *Inventory) error {
+	w := c.newOwnerWalk(cfg)
+	level := w.firstLevel()
+	for depth := 0; len(level) > 0; depth++ {
+		if depth >= maxOwnerLevels || len(w.nodes) > maxOwnerRows {
+			inv.Errors = append(inv.Errors, fmt.Sprintf("ownership check stopped after %d levels and %d rows outside the plan: too much is shared to decide safely", depth, len(w.nodes)))
+			return nil
+		}
+		fetched, err := w.fetch(ctx, level)
+		if err != nil {
+			return fmt.Errorf("ownership check: %w", err)
+		}
+		level = w.addNodes(level, fetched)
+	}
+	w.noteMemberships(inv)
+	inv.Shared = dedupeShared(w.sharedPaths(opt, inv))
+	return nil
+}
+
+// ownerWalk is the state of one ownership check: the rows outside the plan found so far.
+type ownerWalk struct {
+	c         *collector
+	spec      *config.Spec
+	allowlist []string
+	parents   map[string][]Edge
+	reachable map[string]bool   // tables a root reaches: only they can be owned
+	emailCol  map[string]string // e-mail root table -> its e-mail column
+	members   map[string]bool   // membership tables
+	index     map[string]map[string]bool
+	nodes     []ownerNode
+	seen      map[string]int // table + key -> node
+}
+
+// ownerRef is one reference to follow: from a row (by) through edge to the parent row
+// whose edge.ParentCols hold tu.
+type ownerRef struct {
+	edge Edge
+	tu   []d1.Value
+	by   referrer
+}
+
+func (c *collector) newOwnerWalk(cfg *config.Config) *ownerWalk {
 	spec := &cfg.Spec
-	parents := c.schema.parentEdges()
+	w := &ownerWalk{c: c, spec: spec, allowlist: cfg.Guards.EmailAllowlist, parents: c.schema.parentEdges(),
+		emailCol: map[string]string{}, index: map[string]map[string]bool{}, seen: map[string]int{}}
 	roots := []string{spec.TenantRoot.Table}
-	emailCol := map[string]string{}
 	for _, er := range spec.EmailRoots {
 		roots = append(roots, er.Table)
-		emailCol[er.Table] = er.Column
+		w.emailCol[er.Table] = er.Column
 	}
-	reachable := c.schema.Reachable(roots)
-	// Membership tables link a user to a tenant: the orphan-user link table, and any table
-	// with references to both the tenant root and an e-mail root.
-	memberTables := map[string]bool{}
+	w.reachable = c.schema.Reachable(roots)
+	w.members = memberTables(spec, w.parents, w.emailCol)
+	return w
+}
+
+// memberTables are the tables that link a user to a tenant: the orphan-user link table,
+// and any table with references to both the tenant root and an e-mail root.
+func memberTables(spec *config.Spec, parents map[string][]Edge, emailCol map[string]string) map[string]bool {
+	out := map[string]bool{}
 	if spec.OrphanUsers.Enabled {
 		link, _, _ := strings.Cut(spec.OrphanUsers.Link, ".")
-		memberTables[link] = true
+		out[link] = true
 	}
 	for child, edges := range parents {
-		toTenant, toUser := false, false
-		for _, e := range edges {
-			toTenant = toTenant || e.Parent == spec.TenantRoot.Table
-			toUser = toUser || emailCol[e.Parent] != ""
-		}
+		toTenant := slices.ContainsFunc(edges, func(e Edge) bool { return e.Parent == spec.TenantRoot.Table })
+		toUser := slices.ContainsFunc(edges, func(e Edge) bool { return emailCol[e.Parent] != "" })
 		if toTenant && toUser {
-			memberTables[child] = true
+			out[child] = true
 		}
 	}
+	return out
+}
+
+// collected reports whether the plan holds a row of table whose cols hold tu (indexes are
+// built on demand, one per table and column list).
+func (w *ownerWalk) collected(table string, cols []string, tu []d1.Value) bool {
+	r := w.c.rows[table]
+	if r == nil {
+		return false
+	}
+	ik := table + "\x00" + strings.Join(cols, "\x00")
+	idx, ok := w.index[ik]
+	if !ok {
+		idx = map[string]bool{}
+		pos := make([]int, len(cols))
+		for j, col := range cols {
+			pos[j] = r.col(col)
+		}
+		for i := range r.Rows {
+			v := make([]d1.Value, len(cols))
+			for j, p := range pos {
+				if p >= 0 {
+					v[j] = r.Rows[i][p]
+				}
+			}
+			idx[tupleKey(v)] = true
+		}
+		w.index[ik] = idx
+	}
+	return idx[tupleKey(tu)]
+}
+
+// refsOf lists the references from a row (collected or a node) through every parent edge
+// into a reachable table that the plan does not cover.
+func (w *ownerWalk) refsOf(table string, cols []string, vals []d1.Value, by referrer) []ownerRef {
+	var out []ownerRef
+	for _, e := range w.parents[table] {
+		if !w.reachable[e.Parent] {
+			continue
+		}
+		tu := make([]d1.Value, len(e.ChildCols))
+		null := false
+		for j, cc := range e.ChildCols {
+			p := slices.Index(cols, cc)
+			if p < 0 {
+				null = true
+				break
+			}
+			tu[j] = vals[p]
+			null = null || tu[j].IsNull()
+		}
+		if null || w.collected(e.Parent, e.ParentCols, tu) {
+			continue
+		}
+		out = append(out, ownerRef{e, tu, by})
+	}
+	return out
+}
+
+// firstLevel is the references of every collected row, tables in name order.
+func (w *ownerWalk) firstLevel() []ownerRef {
+	var level []ownerRef
+	for _, t := range slices.Sorted(maps.Keys(w.c.rows)) {
+		r := w.c.rows[t]
+		for i := range r.Rows {
+			level = append(level, w.refsOf(t, r.Columns, r.Rows[i], referrer{node: -1, table: t, row: i})...)
+		}
+	}
+	return level
+}
+
+func groupKey(e Edge) string { return e.Parent + "\x00" + strings.Join(e.ParentCols, "\x00") }
+
+// fetch reads every row a level references in one batch, grouped by parent table and
+// columns, and returns them by group and referenced tuple.
+func (w *ownerWalk) fetch(ctx context.Context, level []ownerRef) (map[string]map[string][][]d1.Value, error) {
+	type group struct {
+		edge   Edge
+		tuples [][]d1.Value
+		seen   map[string]bool
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, rf := range level {
+		gk := groupKey(rf.edge)
+		g := groups[gk]
+		if g == nil {
+			g = &group{edge: rf.edge, seen: map[string]bool{}}
+			groups[gk] = g
+			order = append(order, gk)
+		}
+		if k := tupleKey(rf.tu); !g.seen[k] {
+			g.seen[k] = true
+			g.tuples = append(g.tuples, rf.tu)
+		}
+	}
+	var stmts []d1.Statement
+	var stmtGroup []string
+	for _, gk := range order {
+		g := groups[gk]
+		for _, st := range w.c.selects(w.c.schema.Tables[g.edge.Parent], g.edge.ParentCols, g.tuples, false) {
+			stmts = append(stmts, st)
+			stmtGroup = append(stmtGroup, gk)
+		}
+	}
+	w.c.requests++
+	out, err := w.c.db.Batch(ctx, stmts)
+	if err != nil {
+		return nil, err
+	}
+	fetched := map[string]map[string][][]d1.Value{}
+	for i, res := range out {
+		dec, err := d1.DecodeExact(res)
+		if err != nil {
+			return nil, err
+		}
+		gk := stmtGroup[i]
+		g := groups[gk]
+		cols := w.c.schema.Tables[g.edge.Parent].ReadColumns()
+		if fetched[gk] == nil {
+			fetched[gk] = map[string][][]d1.Value{}
+		}
+		for _, row := range dec.Rows {
+			tu := make([]d1.Value, len(g.edge.ParentCols))
+			for j, pc := range g.edge.ParentCols {
+				tu[j] = row[slices.Index(cols, pc)]
+			}
+			fetched[gk][tupleKey(tu)] = append(fetched[gk][tupleKey(tu)], row)
+		}
+	}
+	return fetched, nil
+}
+
+// addNodes records the fetched rows as nodes referenced by the level's rows and returns the
+// next level: the references of new nodes that no one owns yet. A tenant root row owns
+// itself; so does an e-mail root row of a user outside the allowlist (a test user's own
+// row is theirs to lose).
+func (w *ownerWalk) addNodes(level []ownerRef, fetched map[string]map[string][][]d1.Value) []ownerRef {
+	var next []ownerRef
+	for _, rf := range level {
+		t := w.c.schema.Tables[rf.edge.Parent]
+		cols := t.ReadColumns()
+		for _, row := range fetched[groupKey(rf.edge)][tupleKey(rf.tu)] {
+			if w.inPlan(t, cols, row) {
+				continue
+			}
+			key := t.Name + "\x00" + rowLabel(t, cols, row)
+			n, dup := w.seen[key]
+			if !dup {
+				n = len(w.nodes)
+				w.seen[key] = n
+				nd := ownerNode{table: t.Name, vals: row}
+				switch {
+				case t.Name == w.spec.TenantRoot.Table:
+					nd.owner = "tenant " + oneLine(plain(row[slices.Index(cols, w.spec.TenantRoot.Key)]))
+				case w.emailCol[t.Name] != "":
+					email := oneLine(strings.ToLower(plain(row[slices.Index(cols, w.emailCol[t.Name])])))
+					nd.email = email
+					if !matchAny(w.allowlist, email) {
+						nd.owner, nd.user = "user "+email, email
+					}
+				default:
+					next = append(next, w.refsOf(t.Name, cols, row, referrer{node: n})...)
+				}
+				w.nodes = append(w.nodes, nd)
+			}
+			w.nodes[n].refs = append(w.nodes[n].refs, rf.by)
+		}
+	}
+	return next
+}
+
+// inPlan: the plan holds this row after all (a reference of another type that SQLite's
+// affinity matched): it is no one else's.
+func (w *ownerWalk) inPlan(t *Table, cols []string, row []d1.Value) bool {
+	r := w.c.rows[t.Name]
+	if r == nil {
+		return false
+	}
+	k := make([]d1.Value, 0, len(t.KeyColumns()))
+	for _, kc := range t.KeyColumns() {
+		k = append(k, row[slices.Index(cols, kc)])
+	}
+	_, in := r.index[tupleKey(k)]
+	return in
+}
+
+// noteMemberships names the user of each collected membership row, so a difference reads
+// "user x joined the tenant".
+func (w *ownerWalk) noteMemberships(inv *Inventory) {
+	for _, nd := range w.nodes {
+		for _, rf := range nd.refs {
+			if nd.email != "" && rf.node < 0 && w.members[rf.table] {
+				inv.noteRow(rowKeyOf(w.c.rows[rf.table], rf.row), "user "+nd.email+" joined the tenant")
+			}
+		}
+	}
+}
+
+func (inv *Inventory) noteRow(key, note string) {
+	if inv.rowNotes == nil {
+		inv.rowNotes = map[string]string{}
+	}
+	inv.rowNotes[key] = note
+}
+
+// sharedPaths: every owned node shares itself with each collected row that leads to it,
+// breadth first from the owner so each collected row shows its shortest path. A direct
+// membership row of a user outside the allowlist is marked as such (removable when the plan
+// records the user in remove_memberships).
+func (w *ownerWalk) sharedPaths(opt Options, inv *Inventory) []Shared {
 	removable := map[string]bool{}
 	for _, e := range opt.RemoveMemberships {
 		removable[strings.ToLower(strings.TrimSpace(e))] = true
 	}
-
-	// Collected rows by (table, columns, values), built on demand.
-	collectedIdx := map[string]map[string]bool{}
-	collected := func(table string, cols []string, tu []d1.Value) bool {
-		r := c.rows[table]
-		if r == nil {
-			return false
-		}
-		ik := table + "\x00" + strings.Join(cols, "\x00")
-		idx, ok := collectedIdx[ik]
-		if !ok {
-			idx = map[string]bool{}
-			pos := make([]int, len(cols))
-			for j, col := range cols {
-				pos[j] = r.col(col)
-			}
-			for i := range r.Rows {
-				v := make([]d1.Value, len(cols))
-				for j, p := range pos {
-					if p >= 0 {
-						v[j] = r.Rows[i][p]
-					}
-				}
-				idx[tupleKey(v)] = true
-			}
-			collectedIdx[ik] = idx
-		}
-		return idx[tupleKey(tu)]
-	}
-
-	var nodes []ownerNode
-	seen := map[string]int{} // table + key -> node
-	type ref struct {
-		edge Edge
-		tu   []d1.Value
-		by   referrer
-	}
-	// refs from a row (collected or node) through every parent edge not covered by the plan.
-	refsOf := func(table string, cols []string, vals []d1.Value, by referrer) []ref {
-		var out []ref
-		for _, e := range parents[table] {
-			if !reachable[e.Parent] {
-				continue
-			}
-			tu := make([]d1.Value, len(e.ChildCols))
-			null := false
-			for j, cc := range e.ChildCols {
-				p := colIndex(cols, cc)
-				if p < 0 {
-					null = true
-					break
-				}
-				tu[j] = vals[p]
-				null = null || tu[j].IsNull()
-			}
-			if null || collected(e.Parent, e.ParentCols, tu) {
-				continue
-			}
-			out = append(out, ref{e, tu, by})
-		}
-		return out
-	}
-	var level []ref
-	for _, t := range slices.Sorted(mapKeys(c.rows)) {
-		r := c.rows[t]
-		for i := range r.Rows {
-			level = append(level, refsOf(t, r.Columns, r.Rows[i], referrer{node: -1, table: t, row: i})...)
-		}
-	}
-	for depth := 0; len(level) > 0; depth++ {
-		if depth >= maxOwnerLevels || len(nodes) > maxOwnerRows {
-			inv.Errors = append(inv.Errors, fmt.Sprintf("ownership check stopped after %d levels and %d rows outside the plan: too much is shared to decide safely", depth, len(nodes)))
-			return nil
-		}
-		// One batch: every referenced row, grouped by parent table and columns.
-		type group struct {
-			edge   Edge
-			tuples [][]d1.Value
-			seen   map[string]bool
-		}
-		groups := map[string]*group{}
-		var order []string
-		for _, rf := range level {
-			gk := rf.edge.Parent + "\x00" + strings.Join(rf.edge.ParentCols, "\x00")
-			g := groups[gk]
-			if g == nil {
-				g = &group{edge: rf.edge, seen: map[string]bool{}}
-				groups[gk] = g
-				order = append(order, gk)
-			}
-			if k := tupleKey(rf.tu); !g.seen[k] {
-				g.seen[k] = true
-				g.tuples = append(g.tuples, rf.tu)
-			}
-		}
-		var stmts []d1.Statement
-		var stmtGroup []string
-		for _, gk := range order {
-			g := groups[gk]
-			for _, st := range c.selects(c.schema.Tables[g.edge.Parent], g.edge.ParentCols, g.tuples, false) {
-				stmts = append(stmts, st)
-				stmtGroup = append(stmtGroup, gk)
-			}
-		}
-		c.requests++
-		out, err := c.db.Batch(ctx, stmts)
-		if err != nil {
-			return fmt.Errorf("ownership check: %w", err)
-		}
-		// Fetched rows by group and referenced tuple.
-		fetched := map[string]map[string][][]d1.Value{}
-		for i, res := range out {
-			dec, err := d1.DecodeExact(res)
-			if err != nil {
-				return fmt.Errorf("ownership check: %w", err)
-			}
-			gk := stmtGroup[i]
-			g := groups[gk]
-			cols := c.schema.Tables[g.edge.Parent].ReadColumns()
-			if fetched[gk] == nil {
-				fetched[gk] = map[string][][]d1.Value{}
-			}
-			for _, row := range dec.Rows {
-				tu := make([]d1.Value, len(g.edge.ParentCols))
-				for j, pc := range g.edge.ParentCols {
-					tu[j] = row[colIndex(cols, pc)]
-				}
-				fetched[gk][tupleKey(tu)] = append(fetched[gk][tupleKey(tu)], row)
-			}
-		}
-		var next []ref
-		for _, rf := range level {
-			gk := rf.edge.Parent + "\x00" + strings.Join(rf.edge.ParentCols, "\x00")
-			t := c.schema.Tables[rf.edge.Parent]
-			cols := t.ReadColumns()
-			for _, row := range fetched[gk][tupleKey(rf.tu)] {
-				if r := c.rows[t.Name]; r != nil {
-					// The plan holds this row after all (a reference of another type that
-					// SQLite's affinity matched): it is no one else's.
-					k := make([]d1.Value, 0, len(t.KeyColumns()))
-					for _, kc := range t.KeyColumns() {
-						k = append(k, row[colIndex(cols, kc)])
-					}
-					if _, in := r.index[tupleKey(k)]; in {
-						continue
-					}
-				}
-				key := t.Name + "\x00" + rowLabel(t, cols, row)
-				n, dup := seen[key]
-				if !dup {
-					n = len(nodes)
-					seen[key] = n
-					nd := ownerNode{table: t.Name, vals: row}
-					switch {
-					case t.Name == spec.TenantRoot.Table:
-						nd.owner = "tenant " + oneLine(plain(row[colIndex(cols, spec.TenantRoot.Key)]))
-					case emailCol[t.Name] != "":
-						// A test user's own row is theirs to lose; anyone else owns theirs.
-						email := oneLine(strings.ToLower(plain(row[colIndex(cols, emailCol[t.Name])])))
-						nd.email = email
-						if !matchAny(cfg.Guards.EmailAllowlist, email) {
-							nd.owner, nd.user = "user "+email, email
-						}
-					default:
-						next = append(next, refsOf(t.Name, cols, row, referrer{node: n})...)
-					}
-					nodes = append(nodes, nd)
-				}
-				nodes[n].refs = append(nodes[n].refs, rf.by)
-			}
-		}
-		level = next
-	}
-
-	// Memberships name their user, so a difference reads "user x joined the tenant".
-	for _, nd := range nodes {
-		for _, rf := range nd.refs {
-			if nd.email != "" && rf.node < 0 && memberTables[rf.table] {
-				if inv.rowNotes == nil {
-					inv.rowNotes = map[string]string{}
-				}
-				inv.rowNotes[rowKeyOf(c.rows[rf.table], rf.row)] = "user " + nd.email + " joined the tenant"
-			}
-		}
-	}
-	// Every owned node shares itself with each collected row that leads to it.
 	var shared []Shared
-	for n := range nodes {
-		if nodes[n].owner == "" {
+	for n := range w.nodes {
+		if w.nodes[n].owner == "" {
 			continue
 		}
-		// Breadth first from the owner, so each collected row shows its shortest path.
 		type step struct {
 			node   int
 			labels []string
@@ -342,9 +401,9 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 			st := queue[0]
 			queue = queue[1:]
 			i := st.node
-			t := c.schema.Tables[nodes[i].table]
-			labels := append([]string{rowLabel(t, t.ReadColumns(), nodes[i].vals)}, st.labels...)
-			for _, rf := range nodes[i].refs {
+			t := w.c.schema.Tables[w.nodes[i].table]
+			labels := append([]string{rowLabel(t, t.ReadColumns(), w.nodes[i].vals)}, st.labels...)
+			for _, rf := range w.nodes[i].refs {
 				if rf.node >= 0 {
 					if !visited[rf.node] {
 						visited[rf.node] = true
@@ -352,26 +411,22 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 					}
 					continue
 				}
-				origin := c.rows[rf.table]
+				origin := w.c.rows[rf.table]
 				sh := Shared{Path: strings.Join(append([]string{rowLabel(origin.Table, origin.Columns, origin.Rows[rf.row])}, labels...), " -> "),
-					Owner: nodes[n].owner, Targets: setList(origin.Targets[rf.row])}
-				if u := nodes[n].user; u != "" {
+					Owner: w.nodes[n].owner, Targets: sortedSet(origin.Targets[rf.row])}
+				if u := w.nodes[n].user; u != "" {
 					note := "row of user " + u
-					if i == n && memberTables[rf.table] {
+					if i == n && w.members[rf.table] {
 						sh.Membership, sh.Allowed = u, removable[u]
 						note = "user " + u + " joined the tenant"
 					}
-					if inv.rowNotes == nil {
-						inv.rowNotes = map[string]string{}
-					}
-					inv.rowNotes[rowKeyOf(origin, rf.row)] = note
+					inv.noteRow(rowKeyOf(origin, rf.row), note)
 				}
 				shared = append(shared, sh)
 			}
 		}
 	}
-	inv.Shared = dedupeShared(shared)
-	return nil
+	return shared
 }
 
 func dedupeShared(in []Shared) []Shared {
@@ -389,71 +444,6 @@ func dedupeShared(in []Shared) []Shared {
 
 // rowKeyOf names a collected row for notes and differences: table and key values.
 func rowKeyOf(r *Rows, i int) string { return r.Table.Name + "\x00" + tupleKey(r.Key(i)) }
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-// sharedGuards blocks the targets of shared rows, with the path the approver reads.
-func sharedGuards(inv *Inventory, reports []TargetReport) {
-	type agg struct {
-		members []string
-		paths   []string
-		allowed []string
-	}
-	per := map[int]*agg{}
-	get := func(t int) *agg {
-		if per[t] == nil {
-			per[t] = &agg{}
-		}
-		return per[t]
-	}
-	for _, s := range inv.Shared {
-		for _, t := range s.Targets {
-			a := get(t)
-			switch {
-			case s.Membership != "" && s.Allowed:
-				a.allowed = appendUnique(a.allowed, s.Membership)
-			case s.Membership != "":
-				a.members = appendUnique(a.members, s.Membership)
-			default:
-				a.paths = append(a.paths, s.Path+" (owned by "+s.Owner+")")
-			}
-		}
-	}
-	for t, a := range per {
-		if t < 0 || t >= len(reports) {
-			continue
-		}
-		if len(a.members) > 0 {
-			reports[t].Blocked = true
-			sort.Strings(a.members)
-			reports[t].Reasons = append(reports[t].Reasons, "real members: "+strings.Join(a.members, ", ")+" (outside guards.email_allowlist; --remove-membership EMAIL removes only their membership)")
-		}
-		if len(a.paths) > 0 {
-			reports[t].Blocked = true
-			shown := a.paths
-			if len(shown) > maxPathsShown {
-				shown = shown[:maxPathsShown]
-			}
-			msg := "shared with data outside the targets: " + strings.Join(shown, "; ")
-			if n := len(a.paths) - len(shown); n > 0 {
-				msg += fmt.Sprintf("; and %d more (resetctl show --json lists them under inventory.shared)", n)
-			}
-			reports[t].Reasons = append(reports[t].Reasons, msg)
-		}
-		if len(a.allowed) > 0 {
-			sort.Strings(a.allowed)
-			reports[t].Warnings = append(reports[t].Warnings, "memberships of users outside the allowlist are removed (recorded in the plan as remove_memberships): "+strings.Join(a.allowed, ", "))
-		}
-	}
-}
 
 // sharedOutside finds Stripe customer ids and sites that the targets' rows name but that a
 // row outside the plan names too: another tenant's billing row with the same customer, or
@@ -482,7 +472,7 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 			if _, ok := ids[plain(v)]; !ok {
 				idVals = append(idVals, v)
 			}
-			ids[plain(v)] = append(ids[plain(v)], setList(r.Targets[i])...)
+			ids[plain(v)] = append(ids[plain(v)], sortedSet(r.Targets[i])...)
 		}
 	}
 	if len(idVals) > 0 {
@@ -544,7 +534,7 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 					}
 				}
 				id := plain(row[len(row)-1])
-				inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + keyLabel(t.Name, key), Owner: "a row outside the targets", Targets: dedupeInts(ids[id])})
+				inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + keyLabel(t.Name, key), Owner: "a row outside the targets", Targets: sortedUnique(ids[id])})
 			case "site":
 				tenant, site, host := plain(row[0]), plain(row[1]), plain(row[2])
 				if _, target := targetTenants[tenant]; target {
@@ -560,12 +550,4 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 	}
 	inv.Shared = dedupeShared(inv.Shared)
 	return nil
-}
-
-func dedupeInts(in []int) []int {
-	m := map[int]bool{}
-	for _, v := range in {
-		m[v] = true
-	}
-	return setList(m)
 }

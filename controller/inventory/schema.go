@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -260,4 +261,44 @@ func tenantLike(col string) bool {
 func emailLike(col string) bool {
 	c := strings.ToLower(col)
 	return c == "email" || strings.HasSuffix(c, "_email") || strings.HasPrefix(c, "email_") || c == "e_mail"
+}
+
+// checkSpec checks that every table and column the spec names exists.
+func checkSpec(s *Schema, spec *config.Spec) error {
+	if spec.TenantRoot.Table == "" || spec.TenantRoot.Key == "" {
+		return errors.New("spec.tenant_root: table and key are required")
+	}
+	if err := s.requireColumn(spec.TenantRoot.Table, spec.TenantRoot.Key); err != nil {
+		return fmt.Errorf("spec.tenant_root: %w", err)
+	}
+	for i, er := range spec.EmailRoots {
+		if err := s.requireColumn(er.Table, er.Column); err != nil {
+			return fmt.Errorf("spec.email_roots[%d]: %w", i, err)
+		}
+	}
+	rt := spec.Runtime
+	if rt.Table != "" {
+		for _, col := range []string{rt.TenantColumn, rt.SiteColumn, rt.HostColumn} {
+			if err := s.requireColumn(rt.Table, col); err != nil {
+				return fmt.Errorf("spec.runtime: %w", err)
+			}
+		}
+	}
+	for i, sid := range spec.StripeIDs {
+		if err := s.requireColumn(sid.Table, sid.Column); err != nil {
+			return fmt.Errorf("spec.stripe_ids[%d]: %w", i, err)
+		}
+	}
+	if o := spec.OrphanUsers; o.Enabled {
+		link, col, ok := strings.Cut(o.Link, ".")
+		if !ok {
+			return fmt.Errorf("spec.orphan_users.link: %q is not table.column", o.Link)
+		}
+		for _, tc := range [][2]string{{o.Table, o.Key}, {o.Table, o.Email}, {link, col}} {
+			if err := s.requireColumn(tc[0], tc[1]); err != nil {
+				return fmt.Errorf("spec.orphan_users: %w", err)
+			}
+		}
+	}
+	return nil
 }
