@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prego/testreset/controller/inventory"
@@ -17,6 +19,9 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 	var emails, tenants cliflag.Strings
 	fs.Var(&emails, "email", "target e-mail (repeatable)")
 	fs.Var(&tenants, "tenant", "target tenant id (repeatable)")
+	sweep := fs.Bool("sweep", false, "target everything guards.email_allowlist and guards.tenant_allowlist admit; blocked or shared targets are skipped with their reasons")
+	createdBefore := fs.String("created-before", "", "with --sweep: only targets created before DATE (2006-01-02 or RFC 3339; the spec's created_column)")
+	olderThan := fs.String("older-than", "", "with --sweep: only targets created longer than AGE ago (30d, 2w, 36h; the spec's created_column)")
 	ticket := fs.String("ticket", "", "change ticket link, recorded in the plan")
 	finance := fs.String("finance-approval", "", "finance sign-off reference: lets paid live-mode Stripe invoices through as warnings")
 	var removeMembers cliflag.Strings
@@ -26,13 +31,27 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
+	var targets []inventory.Target
+	var cutoff time.Time
+	switch {
+	case *sweep && (len(emails) > 0 || len(tenants) > 0):
+		return usageErr("--sweep finds its own targets: leave out --email and --tenant")
+	case !*sweep && (*createdBefore != "" || *olderThan != ""):
+		return usageErr("--created-before and --older-than filter a sweep: add --sweep")
+	case *sweep:
+		var err error
+		if cutoff, err = inventory.ParseCutoff(*createdBefore, *olderThan, time.Now()); err != nil {
+			return usageErr("%v", err)
+		}
+	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	targets, err := inventory.ParseTargets(emails, tenants)
-	if err != nil {
-		return usageErr("%v", err)
+	if !*sweep {
+		if targets, err = inventory.ParseTargets(emails, tenants); err != nil {
+			return usageErr("%v", err)
+		}
 	}
 	b, err := openBackends(env, cfg)
 	if err != nil {
@@ -47,8 +66,28 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 		}
 		members = append(members, n)
 	}
-	inv, err := inventory.Run(ctx, sourcesOf(b), targets, inventory.Options{FinanceApproval: *finance, RemoveMemberships: members})
-	if err != nil {
+	opt := inventory.Options{FinanceApproval: *finance, RemoveMemberships: members}
+	var inv *inventory.Inventory
+	var sw *plan.Sweep
+	if *sweep {
+		res, err := inventory.Sweep(ctx, sourcesOf(b), inventory.SweepOptions{CreatedBefore: cutoff}, opt)
+		if errors.Is(err, inventory.ErrNoCreatedColumn) {
+			return withHint(fmt.Errorf("inventory --sweep: %w", err),
+				"set created_column on those roots in the spec (README, \"Sweep\"), or sweep without --created-before/--older-than")
+		}
+		if err != nil {
+			return fmt.Errorf("inventory --sweep: %w", err)
+		}
+		if res.Inventory == nil {
+			return emptySweep(env, res, cutoff)
+		}
+		targets, inv = res.Targets, res.Inventory
+		sw = &plan.Sweep{Found: res.Found, Newer: res.Newer, Skipped: res.Skipped}
+		if !cutoff.IsZero() {
+			c := cutoff.UTC()
+			sw.CreatedBefore = &c
+		}
+	} else if inv, err = inventory.Run(ctx, sourcesOf(b), targets, opt); err != nil {
 		return fmt.Errorf("inventory: %w", err)
 	}
 	op, _ := b.Agents.Operator()
@@ -60,6 +99,7 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 		RemoveMemberships: members,
 		Operator:          plan.OperatorOf(op),
 		Targets:           targets,
+		Sweep:             sw,
 		SpecSHA256:        cfg.SpecHash(),
 		D1Backend:         b.D1.Kind(),
 		KVBackend:         b.KV.Kind(),
@@ -103,4 +143,23 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "resetctl: next: a second operator runs 'resetctl approve --config THEIR_CONFIG %s'\n", path)
 	}
 	return nil
+}
+
+// emptySweep reports a sweep that leaves nothing to plan: no plan is written. Nothing
+// found is not a failure; everything found but skipped is (someone should look).
+func emptySweep(env *Env, res *inventory.SweepResult, cutoff time.Time) error {
+	if len(res.Skipped) == 0 {
+		msg := "sweep: the allowlists admit no target"
+		if !cutoff.IsZero() {
+			msg += fmt.Sprintf(" created before %s (%d newer left out)", cutoff.UTC().Format(time.RFC3339), res.Newer)
+		}
+		fmt.Fprintf(env.Stdout, "%s: nothing to reset, no plan written\n", msg)
+		return nil
+	}
+	fmt.Fprintf(env.Stdout, "sweep: %d target(s) found, every one skipped: no plan written\n", res.Found)
+	for _, s := range res.Skipped {
+		fmt.Fprintf(env.Stdout, "  %s: %s\n", s.Target, strings.Join(s.Reasons, "; "))
+	}
+	return withHint(&exitError{code: 1, msg: "sweep: every target it found is skipped: no plan written"},
+		"the reasons are listed above; fix what blocks them, or name the targets with --email/--tenant to see each one's plan")
 }

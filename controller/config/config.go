@@ -150,12 +150,17 @@ type Spec struct {
 type Root struct {
 	Table string `yaml:"table"`
 	Key   string `yaml:"key"`
+	// CreatedColumn, optional, holds each row's creation time: what resetctl inventory
+	// --sweep --created-before/--older-than compare (README, "Sweep").
+	CreatedColumn string `yaml:"created_column,omitempty"`
 }
 
 // EmailRoot is a table whose column holds a normalised e-mail.
 type EmailRoot struct {
 	Table  string `yaml:"table"`
 	Column string `yaml:"column"`
+	// CreatedColumn, optional: as Root.CreatedColumn.
+	CreatedColumn string `yaml:"created_column,omitempty"`
 }
 
 // Runtime maps a tenant to its Frappe site and node.

@@ -23,7 +23,7 @@ var ErrGuard = errors.New("a guard refuses the plan now")
 // guard refusing anything now. It is what approve and execute both decide from; flags
 // stored in the plan are never trusted.
 func Live(ctx context.Context, src inventory.Sources, p *plan.Plan) (*inventory.Inventory, error) {
-	inv, err := inventory.Run(ctx, src, p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval, RemoveMemberships: p.RemoveMemberships})
+	inv, err := inventory.Run(ctx, src, p.Targets, p.InventoryOptions())
 	if err != nil {
 		return nil, fmt.Errorf("inventory again: %w", err)
 	}

@@ -214,7 +214,7 @@ func Remaining(ctx context.Context, b *backends.Backends, p *plan.Plan) ([]strin
 // (found live and planned), never more than the plan.
 func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customers []billing.Customer, sc *runScope) ([]string, error) {
 	inv, err := inventory.Run(ctx, inventory.Sources{Config: b.Config, D1: b.D1, KV: b.KV, Stripe: b.Stripe, Sites: b},
-		p.Targets, inventory.Options{FinanceApproval: p.FinanceApproval, RemoveMemberships: p.RemoveMemberships})
+		p.Targets, p.InventoryOptions())
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}

@@ -47,6 +47,10 @@ type collector struct {
 	schema   *Schema
 	rows     map[string]*Rows
 	requests int
+	// sweepUsers, in a sweep (Options.Sweep), are its e-mail targets: users the allowlist
+	// admits but who are not among them are neither removed with their last tenant nor
+	// anyone's to lose (they own their rows like real users).
+	sweepUsers map[string]bool
 }
 
 // selectSQL reads the given table's rows whose cols match one of tuples, exactly.

@@ -120,8 +120,7 @@ func (c *collector) probe(ctx context.Context, spec *config.Spec, reached map[st
 	if len(stmts) == 0 {
 		return nil, nil
 	}
-	c.requests++
-	out, err := c.db.Batch(ctx, stmts)
+	out, err := c.batch(ctx, stmts)
 	if err != nil {
 		return nil, fmt.Errorf("coverage probe: %w", err)
 	}
@@ -170,8 +169,7 @@ func (c *collector) prefixCollisions(ctx context.Context, spec *config.Spec, ten
 			" WHERE substr(" + key + ", 1, " + fmt.Sprint(n) + ") IN (" + a.List(vals) + ") LIMIT 10", Params: a.Params()})
 		owners = append(owners, id)
 	}
-	c.requests++
-	out, err := c.db.Batch(ctx, stmts)
+	out, err := c.batch(ctx, stmts)
 	if err != nil {
 		return nil, fmt.Errorf("tenant id prefixes: %w", err)
 	}

@@ -28,7 +28,7 @@ func Diff(planned, live *Inventory) []string {
 			if rows[id] {
 				continue
 			}
-			line := "+ " + keyLabel(t.Table, k)
+			line := "+ " + KeyLabel(t.Table, k)
 			if n := live.rowNotes[id]; n != "" {
 				line += ": " + n
 			} else {
@@ -119,7 +119,7 @@ func Missing(planned, live *Inventory) []string {
 	for _, t := range planned.Tables {
 		for _, k := range t.Keys {
 			if !rows[t.Table+"\x00"+tupleKey(k)] {
-				out = append(out, "- "+keyLabel(t.Table, k)+": not found now")
+				out = append(out, "- "+KeyLabel(t.Table, k)+": not found now")
 			}
 		}
 	}
@@ -156,8 +156,8 @@ func Missing(planned, live *Inventory) []string {
 	return out
 }
 
-// keyLabel renders table(key values) as the plan's differences show rows.
-func keyLabel(table string, key []d1.Value) string {
+// KeyLabel renders table(key values) as the plan's differences and summaries show rows.
+func KeyLabel(table string, key []d1.Value) string {
 	s := table + "("
 	for i, v := range key {
 		if i > 0 {

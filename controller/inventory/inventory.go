@@ -47,6 +47,10 @@ type Options struct {
 	// RemoveMemberships are users outside the e-mail allowlist whose membership of a target
 	// tenant may be removed (only the membership row); recorded in the plan.
 	RemoveMemberships []string
+	// Sweep: the targets are a sweep's (Sweep), so a user the e-mail allowlist admits but
+	// who is not a target owns their rows like anyone else: the targets' rows that lead to
+	// them are shared. Approve and execute take the inventory of a sweep plan the same way.
+	Sweep bool
 }
 
 // TableRows are the rows of one table to delete, by key.
@@ -229,6 +233,14 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	}
 	inv := &Inventory{}
 	c := &collector{db: src.D1, schema: schema, rows: map[string]*Rows{}, requests: 2}
+	if opt.Sweep {
+		c.sweepUsers = map[string]bool{}
+		for _, t := range targets {
+			if t.Kind == "email" {
+				c.sweepUsers[t.Value] = true
+			}
+		}
+	}
 
 	// D1.
 	tt, err := c.tenantsOfTargets(ctx, spec, targets)

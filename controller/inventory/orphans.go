@@ -11,7 +11,8 @@ import (
 )
 
 // orphans adds users whose every link row is being removed, when their e-mail passes the
-// allowlist; the others are kept and reported (spec.orphan_users).
+// allowlist (in a sweep: when they are its targets); the others are kept and reported
+// (spec.orphan_users).
 func (c *collector) orphans(ctx context.Context, cfg *config.Config, inv *Inventory) error {
 	o := cfg.Spec.OrphanUsers
 	linkTable, linkCol, _ := strings.Cut(o.Link, ".")
@@ -93,6 +94,9 @@ func (c *collector) readOrphans(ctx context.Context, cfg *config.Config, linkTab
 			if !matchAny(cfg.Guards.EmailAllowlist, email) {
 				inv.KeptUsers = append(inv.KeptUsers, email)
 				continue
+			}
+			if c.sweepUsers != nil && !c.sweepUsers[email] {
+				continue // not a target of the sweep: its rows block (ownership)
 			}
 			inv.OrphanUsers = append(inv.OrphanUsers, email)
 			orphans = append(orphans, []d1.Value{v})

@@ -276,8 +276,7 @@ func (w *ownerWalk) fetch(ctx context.Context, level []ownerRef) (map[string]map
 			stmtGroup = append(stmtGroup, gk)
 		}
 	}
-	w.c.requests++
-	out, err := w.c.db.Batch(ctx, stmts)
+	out, err := w.c.batch(ctx, stmts)
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +306,7 @@ func (w *ownerWalk) fetch(ctx context.Context, level []ownerRef) (map[string]map
 // addNodes records the fetched rows as nodes referenced by the level's rows and returns the
 // next level: the references of new nodes that no one owns yet. A tenant root row owns
 // itself; so does an e-mail root row of a user outside the allowlist (a test user's own
-// row is theirs to lose).
+// row is theirs to lose), and in a sweep of any user who is not one of its targets.
 func (w *ownerWalk) addNodes(level []ownerRef, fetched map[string]map[string][][]d1.Value) []ownerRef {
 	var next []ownerRef
 	for _, rf := range level {
@@ -329,8 +328,11 @@ func (w *ownerWalk) addNodes(level []ownerRef, fetched map[string]map[string][][
 				case w.emailCol[t.Name] != "":
 					email := oneLine(strings.ToLower(plain(row[slices.Index(cols, w.emailCol[t.Name])])))
 					nd.email = email
-					if !matchAny(w.allowlist, email) {
+					switch {
+					case !matchAny(w.allowlist, email):
 						nd.owner, nd.user = "user "+email, email
+					case w.c.sweepUsers != nil && !w.c.sweepUsers[email]:
+						nd.owner = "user " + email + ", not a target of this sweep"
 					}
 				default:
 					next = append(next, w.refsOf(t.Name, cols, row, referrer{node: n})...)
@@ -512,8 +514,7 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 	if len(stmts) == 0 {
 		return nil
 	}
-	c.requests++
-	out, err := c.db.Batch(ctx, stmts)
+	out, err := c.batch(ctx, stmts)
 	if err != nil {
 		return fmt.Errorf("shared customers and sites: %w", err)
 	}
@@ -534,7 +535,7 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 					}
 				}
 				id := plain(row[len(row)-1])
-				inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + keyLabel(t.Name, key), Owner: "a row outside the targets", Targets: sortedUnique(ids[id])})
+				inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + KeyLabel(t.Name, key), Owner: "a row outside the targets", Targets: sortedUnique(ids[id])})
 			case "site":
 				tenant, site, host := plain(row[0]), plain(row[1]), plain(row[2])
 				if _, target := targetTenants[tenant]; target {

@@ -271,9 +271,19 @@ func checkSpec(s *Schema, spec *config.Spec) error {
 	if err := s.requireColumn(spec.TenantRoot.Table, spec.TenantRoot.Key); err != nil {
 		return fmt.Errorf("spec.tenant_root: %w", err)
 	}
+	if c := spec.TenantRoot.CreatedColumn; c != "" {
+		if err := s.requireColumn(spec.TenantRoot.Table, c); err != nil {
+			return fmt.Errorf("spec.tenant_root.created_column: %w", err)
+		}
+	}
 	for i, er := range spec.EmailRoots {
 		if err := s.requireColumn(er.Table, er.Column); err != nil {
 			return fmt.Errorf("spec.email_roots[%d]: %w", i, err)
+		}
+		if er.CreatedColumn != "" {
+			if err := s.requireColumn(er.Table, er.CreatedColumn); err != nil {
+				return fmt.Errorf("spec.email_roots[%d].created_column: %w", i, err)
+			}
 		}
 	}
 	rt := spec.Runtime

@@ -49,11 +49,8 @@ func ParseTargets(emails, tenants []string) ([]Target, error) {
 	}
 	for _, id := range tenants {
 		id = strings.TrimSpace(id)
-		if strings.ContainsAny(id, keyChars) {
-			return nil, fmt.Errorf("tenant id %q holds a KV key delimiter or template character (one of %s): refused, it could select other keys", id, keyChars)
-		}
-		if !tenantIDPattern.MatchString(id) {
-			return nil, fmt.Errorf("invalid tenant id %q", id)
+		if err := checkTenantID(id); err != nil {
+			return nil, err
 		}
 		t := Target{"tenant", id}
 		if !seen[t] {
@@ -65,4 +62,16 @@ func ParseTargets(emails, tenants []string) ([]Target, error) {
 		return nil, errors.New("no targets: give --email or --tenant")
 	}
 	return out, nil
+}
+
+// checkTenantID refuses tenant ids that are not plain names or that hold a KV key
+// delimiter or template character.
+func checkTenantID(id string) error {
+	if strings.ContainsAny(id, keyChars) {
+		return fmt.Errorf("tenant id %q holds a KV key delimiter or template character (one of %s): refused, it could select other keys", id, keyChars)
+	}
+	if !tenantIDPattern.MatchString(id) {
+		return fmt.Errorf("invalid tenant id %q", id)
+	}
+	return nil
 }

@@ -29,6 +29,9 @@ func Parse(b []byte, name string) (*Plan, error) {
 	if err := checkShape(p.Inventory); err != nil {
 		return nil, fmt.Errorf("plan %s: %w", name, err)
 	}
+	if err := checkSweep(&p); err != nil {
+		return nil, fmt.Errorf("plan %s: %w", name, err)
+	}
 	h, err := p.Hash()
 	if err != nil {
 		return nil, err
@@ -69,6 +72,24 @@ func checkShape(inv *inventory.Inventory) error {
 					return fmt.Errorf("table %s: row %d names target %d of %d", t.Table, i+1, n, len(inv.Targets))
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// checkSweep refuses a sweep plan whose skipped targets are also its targets: a skipped
+// target is never one the plan resets.
+func checkSweep(p *Plan) error {
+	if p.Sweep == nil {
+		return nil
+	}
+	targets := map[inventory.Target]bool{}
+	for _, t := range p.Targets {
+		targets[t] = true
+	}
+	for _, s := range p.Sweep.Skipped {
+		if targets[s.Target] {
+			return fmt.Errorf("sweep: %s is both a target and skipped", s.Target)
 		}
 	}
 	return nil

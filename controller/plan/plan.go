@@ -52,21 +52,41 @@ type Plan struct {
 	FinanceApproval string    `json:"finance_approval,omitempty"`
 	// RemoveMemberships are users outside the e-mail allowlist whose memberships of the
 	// target tenants the author chose to remove (only the membership rows).
-	RemoveMemberships []string             `json:"remove_memberships,omitempty"`
-	Operator          Operator             `json:"operator"`
-	Targets           []inventory.Target   `json:"targets"`
-	SpecSHA256        string               `json:"spec_sha256"`
-	D1Backend         string               `json:"d1_backend"`
-	KVBackend         string               `json:"kv_backend"`
-	Inventory         *inventory.Inventory `json:"inventory"`
-	PlanSHA256        string               `json:"plan_sha256"`
-	Approval          *Approval            `json:"approval,omitempty"`
+	RemoveMemberships []string           `json:"remove_memberships,omitempty"`
+	Operator          Operator           `json:"operator"`
+	Targets           []inventory.Target `json:"targets"`
+	// Sweep is set on a plan resetctl inventory --sweep wrote: how its targets were found
+	// and the targets it skipped (which are not targets of the plan).
+	Sweep      *Sweep               `json:"sweep,omitempty"`
+	SpecSHA256 string               `json:"spec_sha256"`
+	D1Backend  string               `json:"d1_backend"`
+	KVBackend  string               `json:"kv_backend"`
+	Inventory  *inventory.Inventory `json:"inventory"`
+	PlanSHA256 string               `json:"plan_sha256"`
+	Approval   *Approval            `json:"approval,omitempty"`
 	// RestoreApproval carries fresh restore grants from a second operator, for rolling a
 	// run back after the approval's own grants expired.
 	RestoreApproval *RestoreApproval `json:"restore_approval,omitempty"`
 	// ResumeApproval lets a started run go on after the approval expired: a second
 	// operator's signature for that run only, with fresh drop grants for what is left.
 	ResumeApproval *ResumeApproval `json:"resume_approval,omitempty"`
+}
+
+// Sweep records how a sweep found the plan's targets.
+type Sweep struct {
+	// CreatedBefore is the date filter's cutoff, if any.
+	CreatedBefore *time.Time `json:"created_before,omitempty"`
+	// Found counts the targets the allowlists (and the date filter) admitted, skipped
+	// included; Newer those left out as created on or after CreatedBefore.
+	Found int `json:"found"`
+	Newer int `json:"newer,omitempty"`
+	// Skipped are targets the sweep found but left out, with the reasons.
+	Skipped []inventory.Skipped `json:"skipped,omitempty"`
+}
+
+// InventoryOptions are the options every gate takes the plan's inventory with again.
+func (p *Plan) InventoryOptions() inventory.Options {
+	return inventory.Options{FinanceApproval: p.FinanceApproval, RemoveMemberships: p.RemoveMemberships, Sweep: p.Sweep != nil}
 }
 
 // ResumeApproval is a later approval of the rest of one started run.
