@@ -452,65 +452,9 @@ func rowKeyOf(r *Rows, i int) string { return r.Table.Name + "\x00" + tupleKey(r
 // another tenant's runtime row with the same site. Deleting either would take something
 // from that tenant, so the targets are blocked. One batch request.
 func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *Inventory, targetTenants map[string][]int) error {
-	type check struct {
-		table, col string
-		kind       string // "customer" or "site"
-	}
-	var checks []check
-	var stmts []d1.Statement
-	// Customer ids the plan's rows hold, per stripe_ids column.
-	ids := map[string][]int{}
-	var idVals []d1.Value
-	for _, sid := range spec.StripeIDs {
-		r := c.rows[sid.Table]
-		if r == nil || sid.Kind != "customer" {
-			continue
-		}
-		for i := range r.Rows {
-			v := r.Rows[i][r.col(sid.Column)]
-			if v.IsNull() || plain(v) == "" {
-				continue
-			}
-			if _, ok := ids[plain(v)]; !ok {
-				idVals = append(idVals, v)
-			}
-			ids[plain(v)] = append(ids[plain(v)], sortedSet(r.Targets[i])...)
-		}
-	}
-	if len(idVals) > 0 {
-		for _, sid := range spec.StripeIDs {
-			if sid.Kind != "customer" {
-				continue
-			}
-			t := c.schema.Tables[sid.Table]
-			for start := 0; start < len(idVals); start += d1.MaxParams {
-				end := min(start+d1.MaxParams, len(idVals))
-				var a d1.Args
-				stmts = append(stmts, d1.Statement{SQL: "SELECT " + d1.ExactColumns(append(t.KeyColumns(), sid.Column)...) + " FROM " + d1.QuoteIdent(sid.Table) +
-					" WHERE " + d1.QuoteIdent(sid.Column) + " IN (" + a.List(idVals[start:end]) + ")", Params: a.Params()})
-				checks = append(checks, check{sid.Table, sid.Column, "customer"})
-			}
-		}
-	}
-	// Sites of the targets' tenants.
-	rt := spec.Runtime
-	sites := map[string]string{} // site@host -> tenant
-	var siteVals []d1.Value
-	for _, tn := range inv.Tenants {
-		if tn.Site != "" {
-			sites[tn.Site+"@"+tn.Host] = tn.ID
-			siteVals = append(siteVals, d1.Text(tn.Site))
-		}
-	}
-	if rt.Table != "" && len(siteVals) > 0 {
-		for start := 0; start < len(siteVals); start += d1.MaxParams {
-			end := min(start+d1.MaxParams, len(siteVals))
-			var a d1.Args
-			stmts = append(stmts, d1.Statement{SQL: "SELECT " + d1.ExactColumns(rt.TenantColumn, rt.SiteColumn, rt.HostColumn) + " FROM " + d1.QuoteIdent(rt.Table) +
-				" WHERE " + d1.QuoteIdent(rt.SiteColumn) + " IN (" + a.List(siteVals[start:end]) + ")", Params: a.Params()})
-			checks = append(checks, check{rt.Table, rt.SiteColumn, "site"})
-		}
-	}
+	customers := c.customerChecks(spec)
+	sites := siteChecks(spec, inv)
+	stmts := append(append([]d1.Statement(nil), customers.stmts...), sites.stmts...)
 	if len(stmts) == 0 {
 		return nil
 	}
@@ -523,32 +467,116 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 		if err != nil {
 			return fmt.Errorf("shared customers and sites: %w", err)
 		}
-		ck := checks[i]
-		for _, row := range dec.Rows {
-			switch ck.kind {
-			case "customer":
-				t := c.schema.Tables[ck.table]
-				key := row[:len(row)-1]
-				if r := c.rows[ck.table]; r != nil {
-					if _, in := r.index[tupleKey(key)]; in {
-						continue
-					}
-				}
-				id := plain(row[len(row)-1])
-				inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + KeyLabel(t.Name, key), Owner: "a row outside the targets", Targets: sortedUnique(ids[id])})
-			case "site":
-				tenant, site, host := plain(row[0]), plain(row[1]), plain(row[2])
-				if _, target := targetTenants[tenant]; target {
-					continue
-				}
-				owner, ok := sites[site+"@"+host]
-				if !ok {
-					continue // the same site name on another node is another site
-				}
-				inv.Shared = append(inv.Shared, Shared{Path: "site " + site + " on " + host + " -> " + rt.Table + "(" + literal(d1.Text(tenant)) + ")", Owner: "tenant " + tenant, Targets: targetTenants[owner]})
-			}
+		if i < len(customers.stmts) {
+			c.sharedCustomers(customers, customers.tables[i], dec.Rows, inv)
+		} else {
+			sharedSites(spec, sites, dec.Rows, inv, targetTenants)
 		}
 	}
 	inv.Shared = dedupeShared(inv.Shared)
 	return nil
+}
+
+// customerCheck reads, per spec.stripe_ids customer column, the rows holding a customer id
+// the plan's rows hold.
+type customerCheck struct {
+	stmts   []d1.Statement
+	tables  []string         // per statement
+	targets map[string][]int // customer id -> the targets of the plan's rows holding it
+}
+
+func (c *collector) customerChecks(spec *config.Spec) customerCheck {
+	ck := customerCheck{targets: map[string][]int{}}
+	var ids []d1.Value
+	for _, sid := range spec.StripeIDs {
+		r := c.rows[sid.Table]
+		if r == nil || sid.Kind != "customer" {
+			continue
+		}
+		for i := range r.Rows {
+			v := r.Rows[i][r.col(sid.Column)]
+			if v.IsNull() || plain(v) == "" {
+				continue
+			}
+			if _, ok := ck.targets[plain(v)]; !ok {
+				ids = append(ids, v)
+			}
+			ck.targets[plain(v)] = append(ck.targets[plain(v)], sortedSet(r.Targets[i])...)
+		}
+	}
+	if len(ids) == 0 {
+		return ck
+	}
+	for _, sid := range spec.StripeIDs {
+		if sid.Kind != "customer" {
+			continue
+		}
+		t := c.schema.Tables[sid.Table]
+		for start := 0; start < len(ids); start += d1.MaxParams {
+			end := min(start+d1.MaxParams, len(ids))
+			var a d1.Args
+			ck.stmts = append(ck.stmts, d1.Statement{SQL: "SELECT " + d1.ExactColumns(append(t.KeyColumns(), sid.Column)...) + " FROM " + d1.QuoteIdent(sid.Table) +
+				" WHERE " + d1.QuoteIdent(sid.Column) + " IN (" + a.List(ids[start:end]) + ")", Params: a.Params()})
+			ck.tables = append(ck.tables, sid.Table)
+		}
+	}
+	return ck
+}
+
+// sharedCustomers: a row outside the plan holding one of the plan's customer ids shares it.
+func (c *collector) sharedCustomers(ck customerCheck, table string, rows [][]d1.Value, inv *Inventory) {
+	for _, row := range rows {
+		key := row[:len(row)-1]
+		if r := c.rows[table]; r != nil {
+			if _, in := r.index[tupleKey(key)]; in {
+				continue
+			}
+		}
+		id := plain(row[len(row)-1])
+		inv.Shared = append(inv.Shared, Shared{Path: "stripe customer " + id + " -> " + KeyLabel(table, key), Owner: "a row outside the targets", Targets: sortedUnique(ck.targets[id])})
+	}
+}
+
+// siteCheck reads the runtime rows naming the targets' tenants' sites.
+type siteCheck struct {
+	stmts []d1.Statement
+	owner map[string]string // site@host -> the target tenant running it
+}
+
+func siteChecks(spec *config.Spec, inv *Inventory) siteCheck {
+	rt := spec.Runtime
+	ck := siteCheck{owner: map[string]string{}}
+	var names []d1.Value
+	for _, tn := range inv.Tenants {
+		if tn.Site != "" {
+			ck.owner[tn.Site+"@"+tn.Host] = tn.ID
+			names = append(names, d1.Text(tn.Site))
+		}
+	}
+	if rt.Table == "" {
+		return ck
+	}
+	for start := 0; start < len(names); start += d1.MaxParams {
+		end := min(start+d1.MaxParams, len(names))
+		var a d1.Args
+		ck.stmts = append(ck.stmts, d1.Statement{SQL: "SELECT " + d1.ExactColumns(rt.TenantColumn, rt.SiteColumn, rt.HostColumn) + " FROM " + d1.QuoteIdent(rt.Table) +
+			" WHERE " + d1.QuoteIdent(rt.SiteColumn) + " IN (" + a.List(names[start:end]) + ")", Params: a.Params()})
+	}
+	return ck
+}
+
+// sharedSites: another tenant's runtime row naming a target's site on the same node shares
+// it (the same site name on another node is another site).
+func sharedSites(spec *config.Spec, ck siteCheck, rows [][]d1.Value, inv *Inventory, targetTenants map[string][]int) {
+	for _, row := range rows {
+		tenant, site, host := plain(row[0]), plain(row[1]), plain(row[2])
+		if _, target := targetTenants[tenant]; target {
+			continue
+		}
+		owner, ok := ck.owner[site+"@"+host]
+		if !ok {
+			continue
+		}
+		inv.Shared = append(inv.Shared, Shared{Path: "site " + site + " on " + host + " -> " + spec.Runtime.Table + "(" + literal(d1.Text(tenant)) + ")", Owner: "tenant " + tenant, Targets: targetTenants[owner]})
+	}
 }

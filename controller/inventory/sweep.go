@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -108,6 +109,14 @@ func Sweep(ctx context.Context, src Sources, sopt SweepOptions, opt Options) (*S
 // key, tenant, site or Stripe customer with a target left out (what one target shares with
 // another that stays is fine: both go).
 func sweepSkips(targets []Target, inv *Inventory) map[int][]string {
+	skip := directSkips(targets, inv)
+	spreadSkips(targets, inv, skip)
+	return skip
+}
+
+// directSkips are the targets left out for themselves: blocked by a guard, matching
+// nothing, or (e-mails) reaching a tenant that is not a target of the sweep.
+func directSkips(targets []Target, inv *Inventory) map[int][]string {
 	skip := map[int][]string{}
 	tenantTargets := map[string]bool{}
 	for _, t := range targets {
@@ -131,15 +140,22 @@ func sweepSkips(targets []Target, inv *Inventory) map[int][]string {
 			}
 		}
 	}
-	// What each target shares: the objects with more than one target.
-	type object struct {
-		label   string
-		targets []int
-	}
-	var objects []object
+	return skip
+}
+
+// sharedObject is something the inventory lists for more than one target.
+type sharedObject struct {
+	label   string
+	targets []int
+}
+
+// sharedObjects lists every row, key, tenant, site and Stripe customer that belongs to more
+// than one target.
+func sharedObjects(inv *Inventory) []sharedObject {
+	var objects []sharedObject
 	add := func(label string, ts []int) {
 		if len(ts) > 1 {
-			objects = append(objects, object{label, ts})
+			objects = append(objects, sharedObject{label, ts})
 		}
 	}
 	for _, t := range inv.Tables {
@@ -164,19 +180,20 @@ func sweepSkips(targets []Target, inv *Inventory) map[int][]string {
 			add("stripe customer "+oneLine(cu.ID), inv.Stripe.CustomerTargets[i])
 		}
 	}
+	return objects
+}
+
+// spreadSkips adds, breadth first until nothing changes, every target that shares an
+// object with a skipped target, naming the object and the target.
+func spreadSkips(targets []Target, inv *Inventory, skip map[int][]string) {
+	objects := sharedObjects(inv)
 	byTarget := map[int][]int{}
 	for o, ob := range objects {
 		for _, t := range ob.targets {
 			byTarget[t] = append(byTarget[t], o)
 		}
 	}
-	queue := slices.Sorted(func(yield func(int) bool) {
-		for t := range skip {
-			if !yield(t) {
-				return
-			}
-		}
-	})
+	queue := slices.Sorted(maps.Keys(skip))
 	for len(queue) > 0 {
 		t := queue[0]
 		queue = queue[1:]
@@ -190,7 +207,6 @@ func sweepSkips(targets []Target, inv *Inventory) map[int][]string {
 			}
 		}
 	}
-	return skip
 }
 
 // findSweepTargets reads the candidates in one D1 request: every tenant root row and
@@ -199,12 +215,11 @@ func sweepSkips(targets []Target, inv *Inventory) map[int][]string {
 // date filter is set.
 func findSweepTargets(ctx context.Context, src Sources, sopt SweepOptions) (*SweepResult, []Target, error) {
 	cfg := src.Config
-	spec := &cfg.Spec
-	schema, err := LoadSchema(ctx, src.D1, spec)
+	schema, err := LoadSchema(ctx, src.D1, &cfg.Spec)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkSpec(schema, spec); err != nil {
+	if err := checkSpec(schema, &cfg.Spec); err != nil {
 		return nil, nil, err
 	}
 	dated := !sopt.CreatedBefore.IsZero()
@@ -214,29 +229,65 @@ func findSweepTargets(ctx context.Context, src Sources, sopt SweepOptions) (*Swe
 		}
 	}
 	c := &collector{db: src.D1, schema: schema, rows: map[string]*Rows{}, requests: 2}
-	var stmts []d1.Statement
-	var sources []sweepSource
-	if len(cfg.Guards.TenantAllowlist) > 0 {
-		r := spec.TenantRoot
-		stmts = append(stmts, sweepSelect(r.Table, r.Key, r.CreatedColumn, dated, cfg.Guards.TenantAllowlist, false))
-		sources = append(sources, sweepSource{kind: "tenant", table: r.Table, column: r.Key, created: r.CreatedColumn})
+	cands, order, err := c.readCandidates(ctx, cfg, dated)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(cfg.Guards.EmailAllowlist) > 0 {
-		for _, er := range spec.EmailRoots {
-			stmts = append(stmts, sweepSelect(er.Table, er.Column, er.CreatedColumn, dated, cfg.Guards.EmailAllowlist, true))
-			sources = append(sources, sweepSource{kind: "email", table: er.Table, column: er.Column, created: er.CreatedColumn})
+	res := &SweepResult{D1Requests: c.requests}
+	var targets []Target
+	for _, t := range order {
+		cd := cands[t]
+		switch {
+		case cd.invalid != "":
+			res.Skipped = append(res.Skipped, Skipped{Target: t, Reasons: []string{cd.invalid}})
+		case dated && cd.unknown != "":
+			res.Skipped = append(res.Skipped, Skipped{Target: t, Reasons: []string{cd.unknown}})
+		case dated && !cd.newest.Before(sopt.CreatedBefore):
+			res.Newer++
+		default:
+			targets = append(targets, t)
 		}
 	}
-	res := &SweepResult{}
-	if len(stmts) == 0 {
-		res.D1Requests = c.requests
-		return res, nil, nil
+	res.Found = len(targets) + len(res.Skipped)
+	slices.SortFunc(targets, func(a, b Target) int { return strings.Compare(a.Kind+"\x00"+a.Value, b.Kind+"\x00"+b.Value) })
+	return res, targets, nil
+}
+
+// sweepSources are the roots a sweep reads candidates from: the tenant root when the
+// tenant allowlist admits anything, every e-mail root when the e-mail allowlist does.
+func sweepSources(cfg *config.Config) []sweepSource {
+	var out []sweepSource
+	if len(cfg.Guards.TenantAllowlist) > 0 {
+		r := cfg.Spec.TenantRoot
+		out = append(out, sweepSource{kind: "tenant", table: r.Table, column: r.Key, created: r.CreatedColumn})
+	}
+	if len(cfg.Guards.EmailAllowlist) > 0 {
+		for _, er := range cfg.Spec.EmailRoots {
+			out = append(out, sweepSource{kind: "email", table: er.Table, column: er.Column, created: er.CreatedColumn})
+		}
+	}
+	return out
+}
+
+// readCandidates reads every source in one batch and collects the candidates the
+// allowlists admit, in the order found, with their creation times when dated.
+func (c *collector) readCandidates(ctx context.Context, cfg *config.Config, dated bool) (map[Target]*sweepCandidate, []Target, error) {
+	sources := sweepSources(cfg)
+	if len(sources) == 0 {
+		return nil, nil, nil
+	}
+	stmts := make([]d1.Statement, len(sources))
+	for i, s := range sources {
+		globs, lower := cfg.Guards.EmailAllowlist, true
+		if s.kind == "tenant" {
+			globs, lower = cfg.Guards.TenantAllowlist, false
+		}
+		stmts[i] = sweepSelect(s.table, s.column, s.created, dated, globs, lower)
 	}
 	out, err := c.batch(ctx, stmts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sweep: read candidates: %w", err)
 	}
-	res.D1Requests = c.requests
 	cands := map[Target]*sweepCandidate{}
 	var order []Target
 	for i, raw := range out {
@@ -260,24 +311,7 @@ func findSweepTargets(ctx context.Context, src Sources, sopt SweepOptions) (*Swe
 			}
 		}
 	}
-	var targets []Target
-	for _, t := range order {
-		cd := cands[t]
-		switch {
-		case cd.invalid != "":
-			res.Skipped = append(res.Skipped, Skipped{Target: t, Reasons: []string{cd.invalid}})
-		case dated && cd.unknown != "":
-			res.Skipped = append(res.Skipped, Skipped{Target: t, Reasons: []string{cd.unknown}})
-		case dated && !cd.newest.Before(sopt.CreatedBefore):
-			res.Newer++
-			continue
-		default:
-			targets = append(targets, t)
-		}
-	}
-	res.Found = len(targets) + len(res.Skipped)
-	slices.SortFunc(targets, func(a, b Target) int { return strings.Compare(a.Kind+"\x00"+a.Value, b.Kind+"\x00"+b.Value) })
-	return res, targets, nil
+	return cands, order, nil
 }
 
 // requireCreatedColumns refuses a date filter when a root the sweep reads has no
