@@ -57,7 +57,13 @@ func TestTwoNodesAsProcessesKillAndRestart(t *testing.T) {
 	if err := p.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := pool.Check(ctx, "node2.internal"); !st.Healthy || st.Sites != 2 {
+	// The old connection may be in its reconnect backoff: ask over a new one.
+	fresh, err := agents.NewPool(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if st := fresh.Check(ctx, "node2.internal"); !st.Healthy || st.Sites != 2 {
 		t.Errorf("node2 after Restart: healthy %v, %d sites (%s)", st.Healthy, st.Sites, st.Error)
 	}
 	if err := p.Exited(); err != nil {
