@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/prego/testreset/controller/billing"
@@ -53,7 +54,7 @@ func (e *Executor) preflight(ctx context.Context, p *plan.Plan, run *journal.Run
 		}
 		inv.KV = mergeKV(inv.KV, sc.KV)
 		for i, c := range sc.Customers {
-			if !hasCustomer(inv.Stripe.Customers, c.ID) {
+			if !slices.ContainsFunc(inv.Stripe.Customers, func(x billing.Customer) bool { return x.ID == c.ID }) {
 				inv.Stripe.Customers = append(inv.Stripe.Customers, c)
 				var ts []int
 				if i < len(sc.CustomerTargets) {
@@ -89,15 +90,6 @@ func readScope(dir string) (*scope, error) {
 		return nil, fmt.Errorf("run scope: %w", err)
 	}
 	return &sc, nil
-}
-
-func hasCustomer(cs []billing.Customer, id string) bool {
-	for _, c := range cs {
-		if c.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 func mergeKV(a, b []inventory.KVKey) []inventory.KVKey {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/internal/atomicfile"
 	"github.com/prego/testreset/internal/safetext"
 )
 
@@ -149,7 +150,7 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 		return "", err
 	}
 	md := filepath.Join(dir, run.ID+".md")
-	if err := plan.WriteFileAtomic(md, []byte(safetext.Escape(r.Markdown())), 0o640); err != nil {
+	if err := atomicfile.WriteFile(md, []byte(safetext.Escape(r.Markdown())), 0o640); err != nil {
 		return "", err
 	}
 	return md, nil

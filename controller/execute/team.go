@@ -19,6 +19,7 @@ import (
 	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/internal/atomicfile"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -528,7 +529,7 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 		if err != nil {
 			return fmt.Errorf("run %s: %s: %w", runID, rel, err)
 		}
-		return plan.WriteFileAtomic(path, b, 0o600)
+		return atomicfile.WriteFile(path, b, 0o600)
 	}
 	for _, k := range keys {
 		rc, err := e.Team.Store.Get(ctx, k)
@@ -631,5 +632,8 @@ func (e *Executor) refreshManifest(ctx context.Context, runID string) error {
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
 		return nil
 	}
-	return plan.WriteFileAtomic(path, b, 0o600)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, b, 0o600)
 }

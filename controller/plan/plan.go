@@ -184,16 +184,10 @@ func Write(path string, p *Plan) error {
 	if err != nil {
 		return fmt.Errorf("encode plan: %w", err)
 	}
-	return WriteFileAtomic(path, append(b, '\n'), 0o640)
-}
-
-// WriteFileAtomic creates path's folder if needed and writes data to path atomically
-// (internal/atomicfile).
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, data, mode)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o640)
 }
 
 // ResumeSignedBytes is what a resume approval's signature covers.
