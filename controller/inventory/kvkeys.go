@@ -108,7 +108,7 @@ func tenantVars(tn Tenant) map[string]string {
 // for up to 60 s, and may miss a new one. Exact templates are read by key; keys a prefix
 // listing finds are confirmed by point reads (kvPresent), which see a deletion at once.
 func kvCandidates(ctx context.Context, store kv.Store, tmpl config.KVTemplate, exps []kvCandidate, inv *Inventory) ([]kvCandidate, error) {
-	var cands []kvCandidate
+	var cands, prefixes []kvCandidate
 	seen := map[string]bool{}
 	for _, x := range exps {
 		if seen[x.key] {
@@ -120,17 +120,82 @@ func kvCandidates(ctx context.Context, store kv.Store, tmpl config.KVTemplate, e
 			cands = append(cands, x)
 			continue
 		}
+		prefixes = append(prefixes, x)
+	}
+	if len(prefixes) == 0 {
+		return cands, nil
+	}
+	listed, err := listPrefixes(ctx, store, tmpl, prefixes)
+	return append(cands, listed...), err
+}
+
+// kvListEach: up to this many prefixes of one template are listed one by one. More (a
+// sweep) are found in one listing of the template's literal start ("passcode_reset:"),
+// when that takes no more pages than there are prefixes; otherwise one by one after all.
+const kvListEach = 10
+
+// listPrefixes lists the keys of every prefix expansion: the expansion itself or keys
+// continuing it after a key delimiter, in the expansions' order.
+func listPrefixes(ctx context.Context, store kv.Store, tmpl config.KVTemplate, prefixes []kvCandidate) ([]kvCandidate, error) {
+	if literal, _, ok := strings.Cut(tmpl.Key, "{"); ok && literal != "" && len(prefixes) > kvListEach {
+		found, complete, err := listUnder(ctx, store, tmpl.Namespace, literal, prefixes, len(prefixes))
+		if err != nil || complete {
+			return found, err
+		}
+	}
+	var out []kvCandidate
+	for _, x := range prefixes {
 		keys, err := kv.ListAll(ctx, store, tmpl.Namespace, x.key)
 		if err != nil {
 			return nil, fmt.Errorf("kv %s %q: %w", tmpl.Namespace, x.key, err)
 		}
 		for _, k := range keys {
 			if continuesPrefix(k.Name, x.key) {
-				cands = append(cands, kvCandidate{k.Name, x.targets})
+				out = append(out, kvCandidate{k.Name, x.targets})
 			}
 		}
 	}
-	return cands, nil
+	return out, nil
+}
+
+// listUnder lists the keys starting with literal, in at most maxPages pages, and gives each
+// prefix (all of which start with literal) the keys that continue it, in the prefixes'
+// order: the same keys listing each prefix finds. complete is false when the listing needs
+// more pages.
+func listUnder(ctx context.Context, store kv.Store, namespace, literal string, prefixes []kvCandidate, maxPages int) (found []kvCandidate, complete bool, err error) {
+	index := map[string]int{}
+	for i, x := range prefixes {
+		index[x.key] = i
+	}
+	per := make([][]kvCandidate, len(prefixes))
+	cursor := ""
+	for page := 0; ; page++ {
+		if page == maxPages {
+			return nil, false, nil
+		}
+		keys, next, err := store.List(ctx, namespace, literal, cursor, kv.MaxListLimit)
+		if err != nil {
+			return nil, false, fmt.Errorf("kv %s %q: %w", namespace, literal, err)
+		}
+		for _, k := range keys {
+			// The prefixes k continues: k cut at its end or before any delimiter.
+			for i := len(literal); i <= len(k.Name); i++ {
+				if i < len(k.Name) && !strings.ContainsRune(keyDelimiters, rune(k.Name[i])) {
+					continue
+				}
+				if j, ok := index[k.Name[:i]]; ok {
+					per[j] = append(per[j], kvCandidate{k.Name, prefixes[j].targets})
+				}
+			}
+		}
+		if next == "" {
+			return slices.Concat(per...), true, nil
+		}
+		if next == cursor {
+			return nil, false, fmt.Errorf("list keys %s: cursor did not advance", namespace)
+		}
+		cursor = next
+	}
 }
 
 // continuesPrefix: key is prefix itself or continues it after a key delimiter.

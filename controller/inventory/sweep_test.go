@@ -12,6 +12,8 @@ import (
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/kv"
+	"github.com/prego/testreset/internal/testing/cfapitest"
 )
 
 // soloSQL adds a test tenant and its owner that share nothing with the example's test
@@ -261,6 +263,20 @@ func TestSweepRequests(t *testing.T) {
 		if _, err := e.raw.Exec(b.String()); err != nil {
 			t.Fatal(err)
 		}
+		// Prefix keys of the bulk targets, and look-alikes no target's prefix continues.
+		var creds, resets []kv.Entry
+		for i := range n {
+			creds = append(creds, kv.Entry{Key: fmt.Sprintf("erp_cred:t_test_bulk%03d:primary", i), Value: []byte("x")},
+				kv.Entry{Key: fmt.Sprintf("erp_cred:t_test_bulk%03dx", i), Value: []byte("x")})
+			resets = append(resets, kv.Entry{Key: fmt.Sprintf("passcode_reset:bulk%d@example.test:1", i), Value: []byte("x")},
+				kv.Entry{Key: fmt.Sprintf("passcode_reset:bulk%d@example.test.real.example", i), Value: []byte("x")})
+		}
+		if err := e.kv.Put(context.Background(), "PREGO_AI", creds); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.kv.Put(context.Background(), "AUTH_STORE", resets); err != nil {
+			t.Fatal(err)
+		}
 		e.cf.ResetRequests()
 		res, err := inventory.Sweep(context.Background(), inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()}, inventory.SweepOptions{}, inventory.Options{})
 		if err != nil {
@@ -269,10 +285,27 @@ func TestSweepRequests(t *testing.T) {
 		if got, want := len(res.Targets), 7+2*n; got != want {
 			t.Fatalf("%d bulk tenants: %d targets, want %d (skipped %v)", n, got, want, res.Skipped)
 		}
-		d1Requests := e.cf.Requests("d1")
-		t.Logf("%d bulk tenants: %d targets, %d rounds, %d D1 requests (counted %d)", n, len(res.Targets), res.Rounds, d1Requests, res.D1Requests)
-		if d1Requests > 25 {
-			t.Errorf("%d bulk tenants: %d D1 requests", n, d1Requests)
+		d1Requests := e.cf.Requests(cfapitest.KindD1)
+		kvRequests := e.cf.Requests(cfapitest.KindKVList) + e.cf.Requests(cfapitest.KindKVGet) + e.cf.Requests(cfapitest.KindKVBulkGet) + e.cf.Requests(cfapitest.KindKVMetadata)
+		t.Logf("%d bulk tenants: %d targets, %d rounds, %d D1 requests (counted %d), %d KV requests", n, len(res.Targets), res.Rounds, d1Requests, res.D1Requests, kvRequests)
+		if d1Requests > 25 || kvRequests > 40 {
+			t.Errorf("%d bulk tenants: %d D1 requests, %d KV requests", n, d1Requests, kvRequests)
+		}
+		keys := map[string]bool{}
+		for _, k := range res.Inventory.KV {
+			keys[k.Namespace+" "+k.Key] = true
+		}
+		for i := range n {
+			for _, want := range []string{fmt.Sprintf("PREGO_AI erp_cred:t_test_bulk%03d:primary", i), fmt.Sprintf("AUTH_STORE passcode_reset:bulk%d@example.test:1", i)} {
+				if !keys[want] {
+					t.Errorf("%d bulk tenants: %s not listed", n, want)
+				}
+			}
+			for _, not := range []string{fmt.Sprintf("PREGO_AI erp_cred:t_test_bulk%03dx", i), fmt.Sprintf("AUTH_STORE passcode_reset:bulk%d@example.test.real.example", i)} {
+				if keys[not] {
+					t.Errorf("%d bulk tenants: %s listed, no target's prefix continues it", n, not)
+				}
+			}
 		}
 	}
 }
