@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/prego/testreset/certs"
+	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/lease"
 	"github.com/prego/testreset/controller/runfolder"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -126,23 +127,8 @@ func runSitesRestore(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 
-	// One process works on a site at a time (as execute and restore do).
-	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	team, err := openTeam(tctx, env, cfg)
-	cancel()
+	l, err := leaseSite(ctx, env, cfg, sb, certs.Identity(me), "sites restore of "+sb.Site+" from "+dir, *takeOver)
 	if err != nil {
-		return err
-	}
-	host, _ := os.Hostname()
-	l, err := team.Locker.Acquire(ctx, lease.Request{
-		Targets:  []lease.Target{lease.Site(sb.Host, sb.Site)},
-		Holder:   lease.Holder{Name: certs.Identity(me), Machine: host, PID: os.Getpid(), Action: "sites restore of " + sb.Site + " from " + dir},
-		TakeOver: *takeOver,
-	})
-	if err != nil {
-		if isHeld(err) {
-			return heldHint(fmt.Errorf("restore %s on %s: %w", sb.Site, sb.Host, err))
-		}
 		return err
 	}
 	defer func() {
@@ -150,21 +136,8 @@ func runSitesRestore(ctx context.Context, env *Env, args []string) error {
 			fmt.Fprintf(env.Stderr, "resetctl: warning: release lease: %v\n", err)
 		}
 	}()
-
-	// Refuse a site that still exists (folder, database and user all there): a restore never
-	// replaces a live site. A site left partly there (an interrupted drop or restore) is
-	// completed: the node restores the missing parts and leaves the others as they are.
-	ictx, cancel := context.WithTimeout(ctx, cfg.Agents.Timeout)
-	ins, err := client.InspectSite(ictx, &agentv1.InspectSiteRequest{Site: sb.Site})
-	cancel()
-	switch {
-	case status.Code(err) == codes.NotFound:
-	case err != nil:
-		return fmt.Errorf("restore %s on %s: inspect: %w", sb.Site, sb.Host, err)
-	case ins.GetSite().GetDbExists() && ins.GetSite().GetDbUserExists():
-		return withHint(fmt.Errorf("restore %s on %s: %w (its folder, database %s and database user are there)", sb.Site, sb.Host,
-			runfolder.ErrSitePresent, ins.GetSite().GetDbName()),
-			"a backup is restored only in place of a site that is gone; nothing was changed and the approval was not used")
+	if err := refuseLiveSite(ctx, client, sb, cfg.Agents.Timeout); err != nil {
+		return err
 	}
 	if err := l.Check(ctx); err != nil {
 		return err
@@ -183,5 +156,49 @@ func runSitesRestore(ctx context.Context, env *Env, args []string) error {
 		return withHint(err, "run the same restore again: what is back is left as it is")
 	}
 	fmt.Fprintf(env.Stdout, "restored %s\n", detail)
+	return nil
+}
+
+// leaseSite takes the site's lease in the config's run store: one process works on a site at
+// a time (as execute and restore do).
+func leaseSite(ctx context.Context, env *Env, cfg *config.Config, sb *runfolder.SiteBackup, operator, action string, takeOver bool) (lease.Lease, error) {
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	team, err := openTeam(tctx, env, cfg)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	l, err := team.Locker.Acquire(ctx, lease.Request{
+		Targets:  []lease.Target{lease.Site(sb.Host, sb.Site)},
+		Holder:   lease.Holder{Name: operator, Machine: host, PID: os.Getpid(), Action: action},
+		TakeOver: takeOver,
+	})
+	if err != nil {
+		if isHeld(err) {
+			return nil, heldHint(fmt.Errorf("restore %s on %s: %w", sb.Site, sb.Host, err))
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+// refuseLiveSite refuses a site that still exists (folder, database and user all there): a
+// restore never replaces a live site. A site left partly there (an interrupted drop or
+// restore) is completed: the node restores the missing parts and leaves the others as they
+// are.
+func refuseLiveSite(ctx context.Context, client agentv1.AgentClient, sb *runfolder.SiteBackup, timeout time.Duration) error {
+	ictx, cancel := context.WithTimeout(ctx, timeout)
+	ins, err := client.InspectSite(ictx, &agentv1.InspectSiteRequest{Site: sb.Site})
+	cancel()
+	switch {
+	case status.Code(err) == codes.NotFound:
+	case err != nil:
+		return fmt.Errorf("restore %s on %s: inspect: %w", sb.Site, sb.Host, err)
+	case ins.GetSite().GetDbExists() && ins.GetSite().GetDbUserExists():
+		return withHint(fmt.Errorf("restore %s on %s: %w (its folder, database %s and database user are there)", sb.Site, sb.Host,
+			runfolder.ErrSitePresent, ins.GetSite().GetDbName()),
+			"a backup is restored only in place of a site that is gone; nothing was changed and the approval was not used")
+	}
 	return nil
 }
