@@ -79,7 +79,7 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 			return fmt.Errorf("inventory --sweep: %w", err)
 		}
 		if res.Inventory == nil {
-			return emptySweep(env, res, cutoff)
+			return emptySweep(env, res, cutoff, *asJSON)
 		}
 		targets, inv = res.Targets, res.Inventory
 		sw = &plan.Sweep{Found: res.Found, Newer: res.Newer, Skipped: res.Skipped}
@@ -146,9 +146,32 @@ func runInventory(ctx context.Context, env *Env, args []string) error {
 }
 
 // emptySweep reports a sweep that leaves nothing to plan: no plan is written. Nothing
-// found is not a failure; everything found but skipped is (someone should look).
-func emptySweep(env *Env, res *inventory.SweepResult, cutoff time.Time) error {
-	if len(res.Skipped) == 0 {
+// found is not a failure; everything found but skipped is (someone should look). With
+// --json the report is one JSON object with "plan": null.
+func emptySweep(env *Env, res *inventory.SweepResult, cutoff time.Time, asJSON bool) error {
+	var failed error
+	if len(res.Skipped) > 0 {
+		failed = withHint(&exitError{code: 1, msg: "sweep: every target it found is skipped: no plan written"},
+			"the reasons are listed above; fix what blocks them, or name the targets with --email/--tenant to see each one's plan")
+	}
+	if asJSON {
+		doc := struct {
+			Plan          *plan.Plan          `json:"plan"`
+			Found         int                 `json:"found"`
+			Newer         int                 `json:"newer"`
+			CreatedBefore *time.Time          `json:"created_before,omitempty"`
+			Skipped       []inventory.Skipped `json:"skipped"`
+		}{Found: res.Found, Newer: res.Newer, Skipped: append([]inventory.Skipped{}, res.Skipped...)}
+		if !cutoff.IsZero() {
+			c := cutoff.UTC()
+			doc.CreatedBefore = &c
+		}
+		if err := writeJSON(env.Stdout, doc); err != nil {
+			return err
+		}
+		return failed
+	}
+	if failed == nil {
 		msg := "sweep: the allowlists admit no target"
 		if !cutoff.IsZero() {
 			msg += fmt.Sprintf(" created before %s (%d newer left out)", cutoff.UTC().Format(time.RFC3339), res.Newer)
@@ -160,6 +183,5 @@ func emptySweep(env *Env, res *inventory.SweepResult, cutoff time.Time) error {
 	for _, s := range res.Skipped {
 		fmt.Fprintf(env.Stdout, "  %s: %s\n", s.Target, strings.Join(s.Reasons, "; "))
 	}
-	return withHint(&exitError{code: 1, msg: "sweep: every target it found is skipped: no plan written"},
-		"the reasons are listed above; fix what blocks them, or name the targets with --email/--tenant to see each one's plan")
+	return failed
 }
