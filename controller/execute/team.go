@@ -3,7 +3,6 @@ package execute
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -394,17 +393,13 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 		e.synced = map[string]string{}
 	}
 	dir := e.RunDir(runID)
-	index := map[string]runstore.Sealed{}
-	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+runfolder.SealedIndex); err == nil {
-		if err := json.Unmarshal(b, &index); err != nil {
-			return fmt.Errorf("run %s: %s in the store: %w", runID, runfolder.SealedIndex, err)
-		}
-	} else if !errors.Is(err, runstore.ErrNotFound) {
+	index, err := runfolder.ReadSealedFiles(ctx, e.Team.Store, runID)
+	if err != nil {
 		return err
 	}
 	type file struct{ path, key string }
 	var files []file
-	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			if path == dir && errors.Is(err, os.ErrNotExist) {
 				return filepath.SkipDir // a restore run has no folder of its own
@@ -466,12 +461,8 @@ func (e *Executor) syncRun(ctx context.Context, runID string) error {
 		e.synced[f.key] = sum
 	}
 	if changedIndex {
-		b, err := json.MarshalIndent(index, "", "  ")
-		if err != nil {
+		if err := index.Write(ctx, e.Team.Store, runID); err != nil {
 			return err
-		}
-		if _, err := e.Team.Store.Put(ctx, "backups/"+runID+"/"+runfolder.SealedIndex, bytes.NewReader(b)); err != nil {
-			return fmt.Errorf("run %s: %w", runID, err)
 		}
 	}
 	return nil
@@ -496,12 +487,8 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 	if err != nil {
 		return nil, err
 	}
-	index := map[string]runstore.Sealed{}
-	if b, err := runstore.ReadAll(ctx, e.Team.Store, "backups/"+runID+"/"+runfolder.SealedIndex); err == nil {
-		if err := json.Unmarshal(b, &index); err != nil {
-			return nil, fmt.Errorf("run %s: %s: %w", runID, runfolder.SealedIndex, err)
-		}
-	} else if !errors.Is(err, runstore.ErrNotFound) {
+	index, err := runfolder.ReadSealedFiles(ctx, e.Team.Store, runID)
+	if err != nil {
 		return nil, err
 	}
 	dir := e.RunDir(runID)
@@ -543,9 +530,6 @@ func (e *Executor) fetchRun(ctx context.Context, runID string) (*journal.Run, er
 		}
 	}
 	for rel, s := range index {
-		if !strings.HasPrefix(s.Key, prefix) {
-			return nil, fmt.Errorf("run %s: %s names object %q outside the run", runID, runfolder.SealedIndex, s.Key)
-		}
 		rc, err := runstore.OpenSealed(ctx, e.Team.Store, s, ids)
 		if err != nil {
 			return nil, fmt.Errorf("run %s: %s: %w", runID, rel, err)
