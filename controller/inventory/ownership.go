@@ -504,8 +504,15 @@ func (c *collector) customerChecks(spec *config.Spec) customerCheck {
 			ck.targets[plain(v)] = append(ck.targets[plain(v)], sortedSet(r.Targets[i])...)
 		}
 	}
+	c.customerStmts(spec, ids, &ck)
+	return ck
+}
+
+// customerStmts adds to ck the reads of every spec.stripe_ids customer column's rows that
+// hold one of ids.
+func (c *collector) customerStmts(spec *config.Spec, ids []d1.Value, ck *customerCheck) {
 	if len(ids) == 0 {
-		return ck
+		return
 	}
 	for _, sid := range spec.StripeIDs {
 		if sid.Kind != "customer" {
@@ -520,7 +527,41 @@ func (c *collector) customerChecks(spec *config.Spec) customerCheck {
 			ck.tables = append(ck.tables, sid.Table)
 		}
 	}
-	return ck
+}
+
+// sharedFoundCustomers: a Stripe customer found only by a target's e-mail (no row of the
+// plan holds its id) is someone else's when a row outside the plan holds its id in a
+// spec.stripe_ids customer column (a production tenant's billing row whose customer
+// carries a test address): its targets are blocked. One batch request, only when there are
+// such customers.
+func (c *collector) sharedFoundCustomers(ctx context.Context, spec *config.Spec, inv *Inventory, held map[string]map[int]bool) error {
+	ck := customerCheck{targets: map[string][]int{}}
+	var ids []d1.Value
+	for i, cu := range inv.Stripe.Customers {
+		if _, ok := held[cu.ID]; ok || cu.ID == "" {
+			continue
+		}
+		ck.targets[cu.ID] = inv.Stripe.CustomerTargets[i]
+		ids = append(ids, d1.Text(cu.ID))
+	}
+	c.customerStmts(spec, ids, &ck)
+	if len(ck.stmts) == 0 {
+		return nil
+	}
+	out, err := c.batch(ctx, ck.stmts)
+	if err != nil {
+		return fmt.Errorf("stripe customers found by e-mail: %w", err)
+	}
+	for i, res := range out {
+		dec, err := d1.DecodeExact(res)
+		if err != nil {
+			return fmt.Errorf("stripe customers found by e-mail: %w", err)
+		}
+		c.sharedCustomers(ck, ck.tables[i], dec.Rows, inv)
+	}
+	inv.Shared = dedupeShared(inv.Shared)
+	inv.D1Requests = c.requests
+	return nil
 }
 
 // sharedCustomers: a row outside the plan holding one of the plan's customer ids shares it.

@@ -80,5 +80,5 @@ func stripeObjects(ctx context.Context, client *billing.Client, spec *config.Spe
 			reports[t].Stripe = append(reports[t].Stripe, cu.ID)
 		}
 	}
-	return nil
+	return c.sharedFoundCustomers(ctx, spec, inv, idTargets)
 }

@@ -1,0 +1,153 @@
+package inventory_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prego/testreset/controller/billing"
+	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/internal/testing/stripetest"
+)
+
+// sweepCheck runs a sweep and checks which targets stay and which are skipped (with a part
+// of the reason), that nothing in the plan names one of the forbidden strings, and that the
+// plan is what an inventory of its targets derives again.
+type sweepCheck struct {
+	want, skip []string
+	why        map[string]string
+	forbidden  []string // no row key, KV key, tenant, site or Stripe customer of the plan holds these
+}
+
+func (sc sweepCheck) run(t *testing.T, src inventory.Sources) *inventory.SweepResult {
+	t.Helper()
+	ctx := context.Background()
+	res, err := inventory.Sweep(ctx, src, inventory.SweepOptions{}, inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.want != nil {
+		if got := targetNames(res.Targets); !slices.Equal(got, sorted(sc.want)) {
+			t.Errorf("targets = %v, want %v", got, sorted(sc.want))
+		}
+	}
+	if got := skippedNames(res.Skipped); !slices.Equal(got, sorted(sc.skip)) {
+		t.Errorf("skipped = %v, want %v", got, sorted(sc.skip))
+	}
+	for _, s := range res.Skipped {
+		if part, ok := sc.why[s.Target.String()]; ok && !strings.Contains(strings.Join(s.Reasons, "; "), part) {
+			t.Errorf("%s: reasons %q lack %q", s.Target, s.Reasons, part)
+		}
+	}
+	inv := res.Inventory
+	if inv == nil {
+		return res
+	}
+	if inv.Blocked() {
+		t.Fatalf("the sweep's plan is blocked: %v %v", inv.GuardBlocks(), inv.Errors)
+	}
+	var held []string
+	for _, tr := range inv.Tables {
+		for _, k := range tr.Keys {
+			held = append(held, inventory.KeyLabel(tr.Table, k))
+		}
+	}
+	for _, k := range inv.KV {
+		held = append(held, "kv "+k.Namespace+" "+k.Key)
+	}
+	for _, tn := range inv.Tenants {
+		held = append(held, "tenant "+tn.ID)
+	}
+	for _, s := range inv.Sites {
+		held = append(held, "site "+s.Name+"@"+s.Host)
+	}
+	for _, c := range inv.Stripe.Customers {
+		held = append(held, "stripe "+c.ID+" "+c.Email)
+	}
+	for _, h := range held {
+		for _, f := range sc.forbidden {
+			if strings.Contains(h, f) {
+				t.Errorf("the plan holds %s", h)
+			}
+		}
+	}
+	again, err := inventory.Run(ctx, src, res.Targets, inventory.Options{Sweep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := append(inventory.Diff(inv, again), inventory.Missing(inv, again)...); len(d) > 0 || again.Blocked() {
+		t.Errorf("inventory again: blocked %v %v, differences %v", again.Blocked(), again.GuardBlocks(), d)
+	}
+	return res
+}
+
+// TestSweepAttackStripe: Stripe customers found by a target's e-mail are someone else's when
+// a row outside the plan holds their id (a production tenant's billing row): the targets
+// that reach them are skipped and the customer is never in the plan.
+func TestSweepAttackStripe(t *testing.T) {
+	cases := []struct {
+		name  string
+		sql   string
+		setup func(s *stripetest.Server)
+		check sweepCheck
+	}{
+		{
+			name: "production's customer carries a test e-mail",
+			setup: func(s *stripetest.Server) {
+				// Someone typed a test address as the billing e-mail of a real customer.
+				s.AddCustomer("cus_prod_acme", "trial7@example.test", true)
+			},
+			check: sweepCheck{
+				skip:      []string{"email trial7@example.test"},
+				why:       map[string]string{"email trial7@example.test": "cus_prod_acme"},
+				forbidden: []string{"cus_prod_acme", "t_prod"},
+			},
+		},
+		{
+			name: "a customer found by e-mail held by a skipped test tenant",
+			// t_test_solo is skipped (a real member); its customer carries trial7's address.
+			sql: `INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (4, 't_test_solo', 'member');
+INSERT INTO billing_accounts (tenant_id, stripe_customer_id) VALUES ('t_test_solo', 'cus_solo');`,
+			setup: func(s *stripetest.Server) { s.AddCustomer("cus_solo", "TRIAL7@example.test", false) },
+			check: sweepCheck{
+				skip:      []string{"email solo@example.test", "tenant t_test_solo", "email trial7@example.test"},
+				why:       map[string]string{"email trial7@example.test": "cus_solo"},
+				forbidden: []string{"cus_solo", "t_test_solo", "t_prod"},
+			},
+		},
+		{
+			name: "test customers found by e-mail and held only by the targets go",
+			setup: func(s *stripetest.Server) {
+				s.AddCustomer("cus_test_qa1a", "qa1@example.test", false)
+				s.AddCustomer("cus_trial7", "trial7@example.test", false)
+			},
+			check: sweepCheck{forbidden: []string{"cus_prod_acme", "t_prod"}},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sqliteEnv(t)
+			if _, err := e.raw.Exec(soloSQL + tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			srv := stripetest.New()
+			t.Cleanup(srv.Close)
+			tc.setup(srv)
+			client, err := billing.New(billing.Config{Key: "sk_test_sweep", BaseURL: srv.URL(), MaxNetworkRetries: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Stripe: client, Sites: exampleNodes()})
+			if res.Inventory == nil {
+				t.Fatal("no plan")
+			}
+			var ids []string
+			for _, c := range res.Inventory.Stripe.Customers {
+				ids = append(ids, c.ID)
+			}
+			t.Log(fmt.Sprint("customers in the plan: ", ids))
+		})
+	}
+}
