@@ -590,7 +590,7 @@ func siteChecks(spec *config.Spec, inv *Inventory) siteCheck {
 	var names []d1.Value
 	for _, tn := range inv.Tenants {
 		if tn.Site != "" {
-			ck.owner[tn.Site+"@"+tn.Host] = tn.ID
+			ck.owner[tn.Site+"@"+hostName(tn.Host)] = tn.ID
 			names = append(names, d1.Text(tn.Site))
 		}
 	}
@@ -607,17 +607,23 @@ func siteChecks(spec *config.Spec, inv *Inventory) siteCheck {
 }
 
 // sharedSites: another tenant's runtime row naming a target's site on the same node shares
-// it (the same site name on another node is another site).
+// it (the same site name on another node is another site). Host names are compared as DNS
+// does, ignoring case and a trailing dot: NODE1.internal is node1.internal's agent.
 func sharedSites(spec *config.Spec, ck siteCheck, rows [][]d1.Value, inv *Inventory, targetTenants map[string][]int) {
 	for _, row := range rows {
 		tenant, site, host := plain(row[0]), plain(row[1]), plain(row[2])
 		if _, target := targetTenants[tenant]; target {
 			continue
 		}
-		owner, ok := ck.owner[site+"@"+host]
+		owner, ok := ck.owner[site+"@"+hostName(host)]
 		if !ok {
 			continue
 		}
 		inv.Shared = append(inv.Shared, Shared{Path: "site " + site + " on " + host + " -> " + spec.Runtime.Table + "(" + literal(d1.Text(tenant)) + ")", Owner: "tenant " + tenant, Targets: targetTenants[owner]})
 	}
+}
+
+// hostName is a node's host name as DNS compares it: trimmed, lower case, no trailing dot.
+func hostName(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
 }

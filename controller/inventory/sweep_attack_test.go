@@ -151,3 +151,75 @@ INSERT INTO billing_accounts (tenant_id, stripe_customer_id) VALUES ('t_test_sol
 		})
 	}
 }
+
+// looseRuntime recreates tenant_runtime without its UNIQUE constraints, as a schema that
+// does not enforce them would have it.
+const looseRuntime = `
+CREATE TABLE tenant_runtime_loose (
+  tenant_id      TEXT PRIMARY KEY REFERENCES tenants_master (tenant_id),
+  site_name      TEXT NOT NULL,
+  host           TEXT NOT NULL,
+  subdomain      TEXT NOT NULL,
+  frappe_version TEXT,
+  db_name        TEXT,
+  provisioned_at TEXT
+);
+INSERT INTO tenant_runtime_loose SELECT * FROM tenant_runtime;
+DROP TABLE tenant_runtime;
+ALTER TABLE tenant_runtime_loose RENAME TO tenant_runtime;
+`
+
+// TestSweepAttackRuntimeValues: a target tenant's runtime row whose values name another
+// tenant's KV key (the same subdomain as production, so the same routing key origin:acme)
+// or site (the same site on the same node, the host spelled differently) shares them.
+func TestSweepAttackRuntimeValues(t *testing.T) {
+	cases := []struct {
+		name  string
+		sql   string
+		check sweepCheck
+	}{
+		{
+			name: "a test tenant with production's subdomain",
+			sql:  `INSERT INTO tenant_runtime (tenant_id, site_name, host, subdomain) VALUES ('t_test_solo', 'solo.erp.example.test', 'node1.internal', 'acme');`,
+			check: sweepCheck{
+				skip:      []string{"email solo@example.test", "tenant t_test_solo"},
+				why:       map[string]string{"tenant t_test_solo": "origin:acme"},
+				forbidden: []string{"origin:acme", "t_prod", "t_test_solo"},
+			},
+		},
+		{
+			name: "two test tenants with one subdomain both go",
+			sql:  `INSERT INTO tenant_runtime (tenant_id, site_name, host, subdomain) VALUES ('t_test_solo', 'solo.erp.example.test', 'node1.internal', 'qa2');`,
+			check: sweepCheck{
+				forbidden: []string{"origin:acme", "t_prod"},
+			},
+		},
+		{
+			name: "production's site on its node, host in capitals",
+			sql:  `INSERT INTO tenant_runtime (tenant_id, site_name, host, subdomain) VALUES ('t_test_solo', 'acme.prod.example.com', 'NODE1.internal', 'solo');`,
+			check: sweepCheck{
+				skip:      []string{"email solo@example.test", "tenant t_test_solo"},
+				why:       map[string]string{"tenant t_test_solo": "acme.prod.example.com"},
+				forbidden: []string{"acme.prod", "t_prod", "t_test_solo"},
+			},
+		},
+	}
+	for _, be := range []struct {
+		name string
+		open func(testing.TB) *env
+	}{{"sqlite", sqliteEnv}, {"cloudflare", cloudflareEnv}} {
+		for _, tc := range cases {
+			t.Run(be.name+"/"+tc.name, func(t *testing.T) {
+				e := be.open(t)
+				if _, err := e.raw.Exec(looseRuntime + soloSQL + tc.sql); err != nil {
+					t.Fatal(err)
+				}
+				n := exampleNodes()
+				// The agent answers for any spelling of its host name.
+				n["acme.prod.example.com@NODE1.internal"] = n["acme.prod.example.com@node1.internal"]
+				n["acme.prod.example.com@NODE1.internal"].Protected = false
+				tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: n})
+			})
+		}
+	}
+}
