@@ -265,9 +265,6 @@ func Run(ctx context.Context, src Sources, targets []Target, opt Options) (*Inve
 	if err := c.sharedOutside(ctx, spec, inv, tt.targets); err != nil {
 		return nil, err
 	}
-	if err := c.sharedRuntimeKeys(ctx, spec, inv, tt.targets); err != nil {
-		return nil, err
-	}
 	inv.D1Requests = c.requests
 
 	// The other sources.

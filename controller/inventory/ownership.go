@@ -447,14 +447,16 @@ func dedupeShared(in []Shared) []Shared {
 // rowKeyOf names a collected row for notes and differences: table and key values.
 func rowKeyOf(r *Rows, i int) string { return r.Table.Name + "\x00" + tupleKey(r.Key(i)) }
 
-// sharedOutside finds Stripe customer ids and sites that the targets' rows name but that a
-// row outside the plan names too: another tenant's billing row with the same customer, or
-// another tenant's runtime row with the same site. Deleting either would take something
-// from that tenant, so the targets are blocked. One batch request.
+// sharedOutside finds Stripe customer ids, sites and KV keys that the targets' rows name but
+// that a row outside the plan names too: another tenant's billing row with the same
+// customer, or another tenant's runtime row with the same site or values that name the same
+// KV key (runtimeKeyChecks). Deleting any would take something from that tenant, so the
+// targets are blocked. One batch request.
 func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *Inventory, targetTenants map[string][]int) error {
 	customers := c.customerChecks(spec)
 	sites := siteChecks(spec, inv)
-	stmts := append(append([]d1.Statement(nil), customers.stmts...), sites.stmts...)
+	keys := c.runtimeKeyChecks(spec, inv, targetTenants)
+	stmts := slices.Concat(customers.stmts, sites.stmts, keys.stmts)
 	if len(stmts) == 0 {
 		return nil
 	}
@@ -467,10 +469,13 @@ func (c *collector) sharedOutside(ctx context.Context, spec *config.Spec, inv *I
 		if err != nil {
 			return fmt.Errorf("shared customers and sites: %w", err)
 		}
-		if i < len(customers.stmts) {
+		switch {
+		case i < len(customers.stmts):
 			c.sharedCustomers(customers, customers.tables[i], dec.Rows, inv)
-		} else {
+		case i < len(customers.stmts)+len(sites.stmts):
 			sharedSites(spec, sites, dec.Rows, inv, targetTenants)
+		default:
+			keys.apply(i-len(customers.stmts)-len(sites.stmts), dec.Rows, inv)
 		}
 	}
 	inv.Shared = dedupeShared(inv.Shared)

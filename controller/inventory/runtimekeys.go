@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,21 +11,21 @@ import (
 	"github.com/prego/testreset/controller/d1"
 )
 
-// sharedRuntimeKeys finds KV keys of the target tenants that a tenant outside the targets
+// runtimeKeyChecks finds KV keys of the target tenants that a tenant outside the targets
 // names too: a template with runtime placeholders ({subdomain}, {site_name}, ...) expands
 // to the same key for both (production's subdomain copied into a test tenant's runtime
 // row names production's routing key), or, for a prefix template, the other tenant's key
 // continues the target's after a key delimiter. Deleting such a key would take it from
 // that tenant, so the targets are blocked, whether the key exists now or not. The runtime
-// rows whose first placeholder's value starts with a target tenant's value are read in one
-// batch; the keys are compared in Go. Templates with {email} or only {tenant_id} are not
+// rows whose first placeholder's value starts with a target tenant's value are read (in
+// sharedOutside's batch); the keys are compared in Go. Templates with {email} or only {tenant_id} are not
 // checked here (e-mail keys are the e-mail's; tenant ids are unique and prefixCollisions
 // checks their prefixes).
-func (c *collector) sharedRuntimeKeys(ctx context.Context, spec *config.Spec, inv *Inventory, targetTenants map[string][]int) error {
+func (c *collector) runtimeKeyChecks(spec *config.Spec, inv *Inventory, targetTenants map[string][]int) runtimeKeyCheck {
 	rt := spec.Runtime
 	t := c.schema.Tables[rt.Table]
 	if rt.Table == "" || t == nil || len(inv.Tenants) == 0 {
-		return nil
+		return runtimeKeyCheck{}
 	}
 	cols := t.ReadColumns()
 	type check struct {
@@ -69,20 +68,9 @@ func (c *collector) sharedRuntimeKeys(ctx context.Context, spec *config.Spec, in
 			}
 		}
 	}
-	if len(stmts) == 0 {
-		return nil
-	}
-	out, err := c.batch(ctx, stmts)
-	if err != nil {
-		return fmt.Errorf("kv keys named by other tenants: %w", err)
-	}
-	for i, res := range out {
-		dec, err := d1.DecodeExact(res)
-		if err != nil {
-			return fmt.Errorf("kv keys named by other tenants: %w", err)
-		}
+	apply := func(i int, rows [][]d1.Value, inv *Inventory) {
 		ck := checks[stmtCheck[i]]
-		for _, row := range dec.Rows {
+		for _, row := range rows {
 			vals := map[string]string{}
 			for j, col := range cols {
 				if !row[j].IsNull() {
@@ -105,8 +93,14 @@ func (c *collector) sharedRuntimeKeys(ctx context.Context, spec *config.Spec, in
 			}
 		}
 	}
-	inv.Shared = dedupeShared(inv.Shared)
-	return nil
+	return runtimeKeyCheck{stmts: stmts, apply: apply}
+}
+
+// runtimeKeyCheck is the reads of runtimeKeyChecks (sent in sharedOutside's batch) and what
+// records the keys they show shared, by statement.
+type runtimeKeyCheck struct {
+	stmts []d1.Statement
+	apply func(stmt int, rows [][]d1.Value, inv *Inventory)
 }
 
 // runtimePlaceholder is the first placeholder of a key template, when the template has one
