@@ -134,12 +134,13 @@ func (rp *runProgress) finish(outcome string, err error) {
 		ev.Err = err.Error()
 	}
 	// Scripts get a summary always, even of a run refused before it began. A person gets
-	// one when the run began; the error follows on its own as "resetctl: ...".
+	// one when the run began, without the error and the detail: the error follows on its
+	// own as "resetctl: ...", the detail is on stdout.
 	if rp.json != nil {
 		rp.json.Emit(ev)
 	}
 	if ev.Run != "" || c.Started > 0 {
-		ev.Err = ""
+		ev.Err, ev.Detail = "", ""
 		rp.shown.Emit(ev)
 	}
 	if rp.live != nil {

@@ -193,8 +193,9 @@ func (l *Live) view(now time.Time) []string {
 	if n == 0 {
 		return nil
 	}
+	// Counts first: a long run id is what gets cut on a narrow terminal.
 	c := l.tr.counts
-	head := fmt.Sprintf("run %s: %d running, %d done", oneLine(l.tr.run), n, c.Done)
+	head := fmt.Sprintf("%d running, %d done", n, c.Done)
 	if c.Failed > 0 {
 		head += fmt.Sprintf(", %d failed", c.Failed)
 	}
@@ -203,6 +204,9 @@ func (l *Live) view(now time.Time) []string {
 	}
 	if !l.tr.begun.IsZero() {
 		head += ", " + duration(now.Sub(l.tr.begun).Truncate(time.Second))
+	}
+	if l.tr.run != "" {
+		head += " (run " + oneLine(l.tr.run) + ")"
 	}
 	lines := []string{head}
 	for i, k := range l.tr.order {

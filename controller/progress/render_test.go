@@ -222,19 +222,19 @@ func TestLive(t *testing.T) {
 		"",
 		"done     backup d1 in 1s: 12 rows\n",
 		"",
-		"run r1: 1 running, 1 done, 3s\n" +
+		"1 running, 1 done, 3s (run r1)\n" +
 			"  backup site a.example on node1  10.0 MiB of 40.0 MiB (25…\n",
 		"",
 		"\x1b[2A\r\x1b[J" +
-			"run r1: 2 running, 1 done, 5s\n" +
+			"2 running, 1 done, 5s (run r1)\n" +
 			"  backup site a.example on node1  20.0 MiB of 40.0 MiB (50…\n" +
 			"  drop site b.example on node2  2s\n",
 		"\x1b[3A\r\x1b[J" +
 			"failed   drop site b.example on node2 after 4s: agent unreachable\n" +
-			"run r1: 1 running, 1 done, 1 failed, 7s\n" +
+			"1 running, 1 done, 1 failed, 7s (run r1)\n" +
 			"  backup site a.example on node1  20.0 MiB of 40.0 MiB (50…\n",
 		"\x1b[2A\r\x1b[J" +
-			"run r1: 1 running, 1 done, 1 failed, 9s\n" +
+			"1 running, 1 done, 1 failed, 9s (run r1)\n" +
 			"  backup site a.example on node1  40.0 MiB of 40.0 MiB (10…\n",
 		"",
 		"",
@@ -272,7 +272,7 @@ func TestLiveRateAndLog(t *testing.T) {
 	got := out.String()
 	want := "\x1b[2A\r\x1b[J" +
 		"level=WARN msg=\"slow\\x1b[31m node\"\n" +
-		"run r2: 1 running, 0 done, 4s\n" +
+		"1 running, 0 done, 4s (run r2)\n" +
 		"  restore site a on n  40.0 MiB of 100.0 MiB (40%), 10.0 MiB/s, ETA 6s\n"
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
@@ -281,7 +281,7 @@ func TestLiveRateAndLog(t *testing.T) {
 	out.Reset()
 	c.Advance(time.Second)
 	l.Tick()
-	if got := out.String(); !strings.Contains(got, "run r2: 1 running, 0 done, 5s\n") {
+	if got := out.String(); !strings.Contains(got, "1 running, 0 done, 5s (run r2)\n") {
 		t.Errorf("tick drew %q, want the elapsed time updated", got)
 	}
 	out.Reset()
@@ -303,7 +303,7 @@ func TestLiveManySteps(t *testing.T) {
 	l.Tick()
 	// The first start drew the view (two lines); the others came within the interval.
 	want := "\x1b[2A\r\x1b[J" +
-		"run r: 4 running, 0 done, 1s\n" +
+		"4 running, 0 done, 1s (run r)\n" +
 		"  backup site s on n1  1s\n" +
 		"  backup site s on n2  1s\n" +
 		"  ... and 2 more\n"
