@@ -202,9 +202,9 @@ func TestHostileInputs(t *testing.T) {
 	}
 	victimDB, victimFiles := backup(victim.Name)
 	bystanderDB, _ := backup(bystander.Name)
-	grantFor := func(action string, edit func(*agentv1.GrantBody)) *agentv1.Grant {
+	grantFor := func(action grant.Action, edit func(*agentv1.GrantBody)) *agentv1.Grant {
 		t.Helper()
-		b := &agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: victim.Name, Action: action, Grantee: agenttest.Alice,
+		b := &agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: victim.Name, Action: string(action), Grantee: agenttest.Alice,
 			ExpiresAt: timestamppb.New(time.Now().Add(time.Hour))}
 		if edit != nil {
 			edit(b)
@@ -379,7 +379,7 @@ func TestHostileInputs(t *testing.T) {
 		_, err := alice.DropSite(ctx, &agentv1.DropSiteRequest{Site: site, PlanSha256: planSHA, Grant: g})
 		return err
 	}
-	siteGrant := func(site, action string) *agentv1.Grant {
+	siteGrant := func(site string, action grant.Action) *agentv1.Grant {
 		return grantFor(action, func(b *agentv1.GrantBody) { b.Site = site })
 	}
 	cases = append(cases,

@@ -288,8 +288,8 @@ func (s *Server) DropSite(ctx context.Context, req *agentv1.DropSiteRequest) (*a
 }
 
 // useGrant records the call's grant as used.
-func (s *Server) useGrant(c *call, site, action string) error {
-	err := s.sites.State().UseGrant(state.GrantUse{Time: s.now().UTC(), ID: c.grantID, Site: site, Action: action,
+func (s *Server) useGrant(c *call, site string, action grant.Action) error {
+	err := s.sites.State().UseGrant(state.GrantUse{Time: s.now().UTC(), ID: c.grantID, Site: site, Action: string(action),
 		Signer: c.signer, Caller: certs.Identity(c.caller)})
 	if err != nil {
 		return status.Errorf(codes.Internal, "%s %s: done, but recording the grant as used failed: %v", action, site, err)
@@ -340,7 +340,7 @@ func (s *Server) RestoreSite(stream agentv1.Agent_RestoreSiteServer) error {
 
 // checkGrant enforces the two-person rule on the node. It returns the earlier use of the
 // grant when it was used before.
-func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, planSHA, action string) (*state.GrantUse, error) {
+func (s *Server) checkGrant(c *call, g *agentv1.Grant, site, planSHA string, action grant.Action) (*state.GrantUse, error) {
 	if err := sites.ValidateName(site); err != nil {
 		return nil, toStatus(err)
 	}

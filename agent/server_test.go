@@ -464,7 +464,7 @@ func TestDropSiteGrantRefusals(t *testing.T) {
 		return g
 	}
 	signBody := func(t *testing.T, signer string, edit func(*agentv1.GrantBody)) *agentv1.Grant {
-		b := &agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: grant.ActionDrop, Grantee: agenttest.Alice,
+		b := &agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: string(grant.ActionDrop), Grantee: agenttest.Alice,
 			ExpiresAt: timestamppb.New(time.Now().Add(10 * time.Minute))}
 		edit(b)
 		g, err := a.SignGrant(signer, b)
@@ -517,7 +517,7 @@ func TestDropSiteGrantRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g, err := grant.Sign(&agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: grant.ActionDrop, Grantee: agenttest.Alice,
+			g, err := grant.Sign(&agentv1.GrantBody{PlanSha256: planSHA, Host: a.Host, Site: site.Name, Action: string(grant.ActionDrop), Grantee: agenttest.Alice,
 				ExpiresAt: timestamppb.New(time.Now().Add(time.Minute))}, cert, key)
 			if err != nil {
 				t.Fatal(err)
@@ -536,7 +536,7 @@ func TestDropSiteGrantRefusals(t *testing.T) {
 		{"another site", site.Name, func(t *testing.T) *agentv1.Grant { return good(t, "other.example.test") },
 			codes.PermissionDenied, `site "other.example.test"`},
 		{"another action", site.Name, func(t *testing.T) *agentv1.Grant {
-			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) { b.Action = grant.ActionRestore })
+			return signBody(t, agenttest.Bob, func(b *agentv1.GrantBody) { b.Action = string(grant.ActionRestore) })
 		}, codes.PermissionDenied, `action "restore"`},
 		{"protected site", prod.Name, func(t *testing.T) *agentv1.Grant { return good(t, prod.Name) },
 			codes.PermissionDenied, "protected"},

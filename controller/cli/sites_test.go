@@ -182,7 +182,7 @@ func TestSitesCommand(t *testing.T) {
 			t.Fatalf("exit %d: %s", tty.code, tty.stderr)
 		}
 		for _, art := range arts {
-			if !strings.Contains(tty.stderr, "-"+shop.Name+"-"+art.Kind) || !strings.Contains(tty.stderr, "/s)") {
+			if !strings.Contains(tty.stderr, "-"+shop.Name+"-"+string(art.Kind)) || !strings.Contains(tty.stderr, "/s)") {
 				t.Errorf("terminal progress %q lacks the %s artifact", tty.stderr, art.Kind)
 			}
 		}

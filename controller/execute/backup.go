@@ -12,6 +12,7 @@ import (
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/runfolder"
+	"github.com/prego/testreset/controller/target"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -42,7 +43,7 @@ func (e *Executor) addArtifacts(dir string, run *journal.Run, arts ...Artifact) 
 	return runfolder.WriteManifest(dir, m)
 }
 
-func (e *Executor) fileArtifact(dir, file, kind string, run *journal.Run) (Artifact, error) {
+func (e *Executor) fileArtifact(dir, file string, kind target.ArtifactKind, run *journal.Run) (Artifact, error) {
 	a, err := runfolder.FileArtifact(dir, file, kind)
 	if err != nil {
 		return Artifact{}, err

@@ -21,6 +21,7 @@ import (
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/runs"
+	"github.com/prego/testreset/controller/target"
 )
 
 // Executor carries what execute and restore need.
@@ -140,9 +141,9 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		return nil, err
 	}
 	e.inv = inv
-	steps := stepNames(inv.Sites)
+	steps := executeSteps(inv.Sites)
 	if dryRun {
-		return &Result{DryRun: e.describe(p, steps)}, nil
+		return &Result{DryRun: e.describe(steps)}, nil
 	}
 	if err := e.B.Preflight(ctx); err != nil {
 		return nil, err
@@ -222,7 +223,7 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 			return res, err
 		}
 		e.fault("begin", st.Name)
-		detail, serr := e.step(ctx, p, run, st.Name, res)
+		detail, serr := e.step(ctx, p, run, st.ID, res)
 		e.fault("done", st.Name)
 		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
 			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, err), e.now())
@@ -335,47 +336,35 @@ func (e *Executor) operator() string {
 	return certs.Identity(c)
 }
 
-// Step names. Sites are named "SITE@HOST".
-const (
-	stepBackupD1  = "backup d1"
-	stepBackupKV  = "backup kv"
-	stepBackupFmt = "backup site "
-	stepVerifyBak = "verify backups"
-	stepRouting   = "routing keys off"
-	stepDropFmt   = "drop site "
-	stepDeleteD1  = "delete d1 rows"
-	stepDeleteKV  = "delete kv keys"
-	stepStripe    = "stripe"
-	stepVerify    = "verify"
-	stepRecord    = "change record"
-)
-
 // siteSteps are the sites that have something to drop.
 func siteSteps(sites []inventory.Site) []inventory.Site {
 	var out []inventory.Site
 	for _, s := range sites {
-		if s.Exists || s.DBExists || s.DBUserExists {
+		if s.Present() {
 			out = append(out, s)
 		}
 	}
 	return out
 }
 
-// stepNames lists the run's steps for the sites found live (within the plan).
-func stepNames(live []inventory.Site) []string {
-	steps := []string{stepBackupD1, stepBackupKV}
+// executeSteps lists the run's steps for the sites found live (within the plan).
+func executeSteps(live []inventory.Site) []target.Step {
+	steps := []target.Step{{Kind: target.BackupD1}, {Kind: target.BackupKV}}
 	sites := siteSteps(live)
 	for _, s := range sites {
-		steps = append(steps, stepBackupFmt+s.Name+"@"+s.Host)
+		steps = append(steps, target.Step{Kind: target.BackupSite, Site: s.Ref()})
 	}
-	steps = append(steps, stepVerifyBak, stepRouting)
+	steps = append(steps, target.Step{Kind: target.VerifyBackups}, target.Step{Kind: target.RoutingOff})
 	for _, s := range sites {
-		steps = append(steps, stepDropFmt+s.Name+"@"+s.Host)
+		steps = append(steps, target.Step{Kind: target.DropSite, Site: s.Ref()})
 	}
-	return append(steps, stepDeleteD1, stepDeleteKV, stepStripe, stepVerify, stepRecord)
+	for _, k := range []target.StepKind{target.DeleteD1, target.DeleteKV, target.Stripe, target.Verify, target.Record} {
+		steps = append(steps, target.Step{Kind: k})
+	}
+	return steps
 }
 
-func (e *Executor) describe(p *plan.Plan, steps []string) []string {
+func (e *Executor) describe(steps []target.Step) []string {
 	inv := e.inv
 	rows := 0
 	for _, t := range inv.Tables {
@@ -390,18 +379,18 @@ func (e *Executor) describe(p *plan.Plan, steps []string) []string {
 	var out []string
 	for i, s := range steps {
 		what := ""
-		switch {
-		case s == stepBackupD1:
+		switch s.Kind {
+		case target.BackupD1:
 			what = fmt.Sprintf("%d row(s) in %d table(s)", rows, len(inv.Tables))
-		case s == stepBackupKV:
+		case target.BackupKV:
 			what = fmt.Sprintf("%d key(s)", len(inv.KV))
-		case s == stepRouting:
+		case target.RoutingOff:
 			what = fmt.Sprintf("%d routing key(s)", routing)
-		case s == stepDeleteD1:
+		case target.DeleteD1:
 			what = fmt.Sprintf("%d row(s), children first, one atomic batch per target", rows)
-		case s == stepDeleteKV:
+		case target.DeleteKV:
 			what = fmt.Sprintf("%d key(s)", len(inv.KV)-routing)
-		case s == stepStripe:
+		case target.Stripe:
 			if e.B.Stripe == nil {
 				what = "manual step: Stripe is not configured"
 			} else {
@@ -417,31 +406,29 @@ func (e *Executor) describe(p *plan.Plan, steps []string) []string {
 	return out
 }
 
-// step runs one named step and returns a one-line detail.
-func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, name string, res *Result) (string, error) {
+// step runs one step and returns a one-line detail.
+func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, st target.Step, res *Result) (string, error) {
 	dir := e.RunDir(run.ID)
-	switch {
-	case name == stepBackupD1:
+	switch st.Kind {
+	case target.BackupD1:
 		return e.backupD1(ctx, dir, run, e.inv.Tables, "d1.json")
-	case name == stepBackupKV:
+	case target.BackupKV:
 		return e.backupKV(ctx, dir, run, e.inv.KV, "kv.json")
-	case strings.HasPrefix(name, stepBackupFmt):
-		site, host, _ := strings.Cut(strings.TrimPrefix(name, stepBackupFmt), "@")
-		return e.backupSite(ctx, dir, run, host, site)
-	case name == stepVerifyBak:
+	case target.BackupSite:
+		return e.backupSite(ctx, dir, run, st.Site.Host, st.Site.Name)
+	case target.VerifyBackups:
 		return e.verifyBackups(ctx, dir)
-	case name == stepRouting:
+	case target.RoutingOff:
 		return e.deleteKV(ctx, dir, run, true)
-	case strings.HasPrefix(name, stepDropFmt):
-		site, host, _ := strings.Cut(strings.TrimPrefix(name, stepDropFmt), "@")
-		return e.dropSite(ctx, p, run, host, site)
-	case name == stepDeleteD1:
+	case target.DropSite:
+		return e.dropSite(ctx, p, run, st.Site.Host, st.Site.Name)
+	case target.DeleteD1:
 		return e.deleteD1(ctx, dir, run, p)
-	case name == stepDeleteKV:
+	case target.DeleteKV:
 		return e.deleteKV(ctx, dir, run, false)
-	case name == stepStripe:
+	case target.Stripe:
 		return e.stripe(ctx, p, run)
-	case name == stepVerify:
+	case target.Verify:
 		steps, err := e.J.Steps(ctx, run.ID)
 		if err != nil {
 			return "", err
@@ -461,11 +448,11 @@ func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, nam
 			return strings.Join(remaining, "; "), fmt.Errorf("%d thing(s) remain: %s", len(remaining), strings.Join(remaining, "; "))
 		}
 		return "nothing remains", nil
-	case name == stepRecord:
+	case target.Record:
 		path, err := e.writeRecord(ctx, p, run, nil)
 		return path, err
 	}
-	return "", fmt.Errorf("unknown step %q", name)
+	return "", fmt.Errorf("unknown step %q", st)
 }
 
 // rowKey identifies a row of a table in backups.

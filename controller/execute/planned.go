@@ -17,6 +17,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/target"
 )
 
 // What a run deletes comes from its plan, not only from what a new inventory can still
@@ -183,7 +184,7 @@ func loadRunScope(dir string, steps []journal.Step, p *plan.Plan) (*runScope, er
 	}
 	for _, a := range m.Artifacts {
 		switch a.Kind {
-		case "d1":
+		case target.ArtifactD1:
 			var bk D1Backup
 			if err := readJSON(filepath.Join(dir, a.File), &bk); err != nil {
 				return nil, err
@@ -197,7 +198,7 @@ func loadRunScope(dir string, steps []journal.Step, p *plan.Plan) (*runScope, er
 					sc.tables = append(sc.tables, tr)
 				}
 			}
-		case "kv":
+		case target.ArtifactKV:
 			var bk KVBackup
 			if err := readJSON(filepath.Join(dir, a.File), &bk); err != nil {
 				return nil, err
@@ -213,14 +214,12 @@ func loadRunScope(dir string, steps []journal.Step, p *plan.Plan) (*runScope, er
 	}
 	sc.kv = mergeKV(first.KV, sc.kv)
 	for _, st := range steps {
-		id, ok := strings.CutPrefix(st.Name, stepDropFmt)
-		if !ok {
+		if st.ID.Kind != target.DropSite {
 			continue
 		}
-		name, host, _ := strings.Cut(id, "@")
-		s := inventory.Site{Name: name, Host: host, Exists: true}
+		s := inventory.Site{Name: st.ID.Site.Name, Host: st.ID.Site.Host, Exists: true}
 		for _, ps := range p.Inventory.Sites {
-			if ps.Name == name && ps.Host == host {
+			if ps.Ref() == st.ID.Site {
 				s = ps
 			}
 		}

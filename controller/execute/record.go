@@ -10,6 +10,7 @@ import (
 
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/atomicfile"
 	"github.com/prego/testreset/internal/safetext"
 )
@@ -82,7 +83,7 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 		r.Tenants = append(r.Tenants, t.ID)
 	}
 	for _, s := range p.Inventory.Sites {
-		r.Sites = append(r.Sites, s.Name+"@"+s.Host)
+		r.Sites = append(r.Sites, s.Ref().String())
 	}
 	for _, t := range p.Inventory.Tables {
 		r.Counts["d1 rows"] += len(t.Keys)
@@ -94,7 +95,7 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 	deleted := map[string]int{}
 	var order []string
 	for _, a := range m.Artifacts {
-		if a.Kind != "d1" {
+		if a.Kind != target.ArtifactD1 {
 			continue
 		}
 		var b D1Backup
@@ -119,7 +120,7 @@ func (e *Executor) writeRecord(ctx context.Context, p *plan.Plan, run *journal.R
 		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
 			rs.Duration = s.FinishedAt.Sub(s.StartedAt).Round(time.Millisecond).String()
 		}
-		if s.Name == stepRecord {
+		if s.ID.Kind == target.Record {
 			rs.Status, rs.Detail = "done", "this record"
 		}
 		r.Steps = append(r.Steps, rs)

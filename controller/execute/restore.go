@@ -18,6 +18,7 @@ import (
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/target"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -93,21 +94,21 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 	// Only the artifacts of the parts asked for are checked (and used): a damaged backup of
 	// a site must not block restoring D1 and KV, and the other way round.
 	var use []Artifact
-	sites := map[string][]Artifact{}
-	var siteOrder []string
+	sites := map[target.SiteRef][]Artifact{}
+	var siteOrder []target.SiteRef
 	for _, a := range m.Artifacts {
 		switch a.Kind {
-		case "database", "files":
+		case target.ArtifactDatabase, target.ArtifactFiles:
 			if !want("sites") {
 				continue
 			}
-			k := a.Site + "@" + a.Host
+			k := target.Site(a.Host, a.Site)
 			if _, ok := sites[k]; !ok {
 				siteOrder = append(siteOrder, k)
 			}
 			sites[k] = append(sites[k], a)
-		case "d1", "kv":
-			if !want(a.Kind) {
+		case target.ArtifactD1, target.ArtifactKV:
+			if !want(string(a.Kind)) {
 				continue
 			}
 		}
@@ -121,19 +122,19 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 			return nil, fmt.Errorf("run %s backups: %w", runID, err)
 		}
 	}
-	var steps []string
+	var steps []target.Step
 	if want("sites") {
 		for _, k := range siteOrder {
-			steps = append(steps, "restore site "+k)
+			steps = append(steps, target.Step{Kind: target.RestoreSite, Site: k})
 		}
 	}
 	if want("d1") {
-		steps = append(steps, "restore d1 rows")
+		steps = append(steps, target.Step{Kind: target.RestoreD1})
 	}
 	if want("kv") {
-		steps = append(steps, "restore kv keys")
+		steps = append(steps, target.Step{Kind: target.RestoreKV})
 	}
-	steps = append(steps, "verify restore")
+	steps = append(steps, target.Step{Kind: target.VerifyRestore})
 	now := e.now().UTC()
 	id, err := journal.NewRunID(now, "")
 	if err != nil {
@@ -172,15 +173,14 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 		e.fault("begin", st.Name)
 		var detail string
 		var serr error
-		switch {
-		case strings.HasPrefix(st.Name, "restore site "):
-			site, host, _ := strings.Cut(strings.TrimPrefix(st.Name, "restore site "), "@")
-			detail, serr = e.restoreSite(ctx, p, dir, runID, host, site, sites[site+"@"+host])
-		case st.Name == "restore d1 rows":
+		switch st.ID.Kind {
+		case target.RestoreSite:
+			detail, serr = e.restoreSite(ctx, p, dir, runID, st.ID.Site.Host, st.ID.Site.Name, sites[st.ID.Site])
+		case target.RestoreD1:
 			detail, serr = e.restoreD1(ctx, dir, use)
-		case st.Name == "restore kv keys":
+		case target.RestoreKV:
 			detail, serr = e.restoreKV(ctx, dir, use)
-		case st.Name == "verify restore":
+		case target.VerifyRestore:
 			var missing []string
 			missing, serr = e.restoredMissing(ctx, dir, use)
 			if serr == nil && len(missing) > 0 {
@@ -299,7 +299,7 @@ func restoreDetail(host string, resp *agentv1.RestoreSiteResponse) (string, erro
 func (e *Executor) restoreD1(ctx context.Context, dir string, arts []Artifact) (string, error) {
 	var tables []TableBackup
 	for _, a := range arts {
-		if a.Kind != "d1" {
+		if a.Kind != target.ArtifactD1 {
 			continue
 		}
 		var b D1Backup
@@ -370,7 +370,7 @@ func (e *Executor) restoreKV(ctx context.Context, dir string, arts []Artifact) (
 	var skipped []string
 	n := 0
 	for _, a := range arts {
-		if a.Kind != "kv" {
+		if a.Kind != target.ArtifactKV {
 			continue
 		}
 		var b KVBackup
@@ -427,11 +427,11 @@ func (e *Executor) siteParts(ctx context.Context, host, site string) (present, m
 func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artifact) ([]string, error) {
 	var out []string
 	var tables []inventory.TableRows
-	sites := map[string]bool{}
+	sites := map[target.SiteRef]bool{}
 	var siteOrder []Artifact
 	for _, a := range arts {
 		switch a.Kind {
-		case "d1":
+		case target.ArtifactD1:
 			var b D1Backup
 			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
 				return nil, err
@@ -445,7 +445,7 @@ func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artif
 					tables = append(tables, tr)
 				}
 			}
-		case "kv":
+		case target.ArtifactKV:
 			var b KVBackup
 			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
 				return nil, err
@@ -462,8 +462,8 @@ func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artif
 					out = append(out, fmt.Sprintf("kv: %s %s", en.Namespace, en.Key))
 				}
 			}
-		case "database", "files":
-			if k := a.Site + "@" + a.Host; !sites[k] {
+		case target.ArtifactDatabase, target.ArtifactFiles:
+			if k := target.Site(a.Host, a.Site); !sites[k] {
 				sites[k] = true
 				siteOrder = append(siteOrder, a)
 			}

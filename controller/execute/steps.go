@@ -16,6 +16,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/target"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -44,7 +45,7 @@ func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run,
 	// Only a site the live inventory derives (within the plan) is ever dropped.
 	live := false
 	for _, s := range e.inv.Sites {
-		live = live || s.Name == site && s.Host == host
+		live = live || s.Ref() == target.Site(host, site)
 	}
 	if !live {
 		return "", fmt.Errorf("drop %s on %s: the live inventory no longer derives this site from its tenant; refusing to drop it", site, host)
@@ -253,9 +254,9 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 			}
 		}
 	}
-	seenSite := map[string]bool{}
+	seenSite := map[target.SiteRef]bool{}
 	for _, s := range append(append([]inventory.Site(nil), inv.Sites...), sites...) {
-		id := s.Name + "@" + s.Host
+		id := s.Ref()
 		if seenSite[id] {
 			continue
 		}
@@ -263,7 +264,7 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 		case s.Error != "":
 			// A node that cannot be asked is no proof of absence.
 			out = append(out, fmt.Sprintf("site %s on %s: cannot check: %s", s.Name, s.Host, s.Error))
-		case s.Exists || s.DBExists || s.DBUserExists:
+		case s.Present():
 			out = append(out, fmt.Sprintf("site: %s on %s (folder %v, database %v, user %v)", s.Name, s.Host, s.Exists, s.DBExists, s.DBUserExists))
 		default:
 			continue

@@ -18,6 +18,7 @@ import (
 	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/atomicfile"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
@@ -31,9 +32,9 @@ func LeaseTargets(p *plan.Plan) []lease.Target {
 	var out []lease.Target
 	for _, t := range p.Targets {
 		switch t.Kind {
-		case "email":
+		case target.Email:
 			out = append(out, lease.Email(t.Value))
-		case "tenant":
+		case target.Tenant:
 			out = append(out, lease.Tenant(t.Value))
 		}
 	}

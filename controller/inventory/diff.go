@@ -6,6 +6,7 @@ import (
 
 	"github.com/prego/testreset/controller/billing"
 	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/target"
 )
 
 // Diff lists, one readable line each, what the live inventory holds that the planned one
@@ -59,14 +60,14 @@ func Diff(planned, live *Inventory) []string {
 			out = append(out, fmt.Sprintf("+ tenant %s: moved from %s on %s to %s on %s", oneLine(t.ID), oneLine(pt.Site), oneLine(pt.Host), oneLine(t.Site), oneLine(t.Host)))
 		}
 	}
-	sites := map[string]bool{}
+	sites := map[target.SiteRef]bool{}
 	for _, s := range planned.Sites {
-		if s.Exists || s.DBExists || s.DBUserExists {
-			sites[s.Name+"\x00"+s.Host] = true
+		if s.Present() {
+			sites[s.Ref()] = true
 		}
 	}
 	for _, s := range live.Sites {
-		if (s.Exists || s.DBExists || s.DBUserExists) && !sites[s.Name+"\x00"+s.Host] {
+		if s.Present() && !sites[s.Ref()] {
 			out = append(out, "+ site "+oneLine(s.Name)+" on "+oneLine(s.Host)+": a site (or its database) the plan does not list")
 		}
 	}
@@ -132,14 +133,14 @@ func Missing(planned, live *Inventory) []string {
 			out = append(out, fmt.Sprintf("- kv %s %q: not derived from the live data", k.Namespace, k.Key))
 		}
 	}
-	sites := map[string]bool{}
+	sites := map[target.SiteRef]bool{}
 	for _, s := range live.Sites {
-		if s.Exists || s.DBExists || s.DBUserExists {
-			sites[s.Name+"\x00"+s.Host] = true
+		if s.Present() {
+			sites[s.Ref()] = true
 		}
 	}
 	for _, s := range planned.Sites {
-		if (s.Exists || s.DBExists || s.DBUserExists) && !sites[s.Name+"\x00"+s.Host] {
+		if s.Present() && !sites[s.Ref()] {
 			out = append(out, "- site "+s.Name+" on "+s.Host+": not derived from the live data")
 		}
 	}
@@ -207,13 +208,13 @@ func Within(planned, live *Inventory) {
 		}
 	}
 	live.KV = kvs
-	sites := map[string]bool{}
+	sites := map[target.SiteRef]bool{}
 	for _, s := range planned.Sites {
-		sites[s.Name+"\x00"+s.Host] = true
+		sites[s.Ref()] = true
 	}
 	ss := live.Sites[:0]
 	for _, s := range live.Sites {
-		if sites[s.Name+"\x00"+s.Host] {
+		if sites[s.Ref()] {
 			ss = append(ss, s)
 		}
 	}

@@ -15,16 +15,17 @@ import (
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/kv"
+	"github.com/prego/testreset/controller/target"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
 // Target is what an operator asked to remove.
 type Target struct {
-	Kind  string `json:"kind"` // "email" or "tenant"
-	Value string `json:"value"`
+	Kind  target.Kind `json:"kind"`
+	Value string      `json:"value"`
 }
 
-func (t Target) String() string { return t.Kind + " " + t.Value }
+func (t Target) String() string { return string(t.Kind) + " " + t.Value }
 
 // SiteInspector asks a node's agent about one site.
 type SiteInspector interface {
@@ -99,6 +100,14 @@ type Site struct {
 	Error        string `json:"error,omitempty"`
 	Targets      []int  `json:"targets"`
 }
+
+// Ref is the site's identity: its name on its node.
+func (s Site) Ref() target.SiteRef { return target.SiteRef{Host: s.Host, Name: s.Name} }
+
+// Present reports whether anything of the site is still there: its folder, its database or
+// its database user. It is the one test of "site still present" for execute, verify and the
+// drift checks.
+func (s Site) Present() bool { return s.Exists || s.DBExists || s.DBUserExists }
 
 // Stripe is the billing part.
 type Stripe struct {
@@ -183,7 +192,7 @@ func (inv *Inventory) Empty() bool {
 		return false
 	}
 	for _, s := range inv.Sites {
-		if s.Exists || s.DBExists || s.DBUserExists {
+		if s.Present() {
 			return false
 		}
 	}
@@ -205,7 +214,7 @@ func (inv *Inventory) Remaining() []string {
 		out = append(out, fmt.Sprintf("kv: %s %s", k.Namespace, k.Key))
 	}
 	for _, s := range inv.Sites {
-		if s.Exists || s.DBExists || s.DBUserExists {
+		if s.Present() {
 			out = append(out, fmt.Sprintf("site: %s on %s (folder %v, database %v, user %v)", s.Name, s.Host, s.Exists, s.DBExists, s.DBUserExists))
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prego/testreset/controller/config"
 	"github.com/prego/testreset/controller/d1"
+	"github.com/prego/testreset/controller/target"
 )
 
 // Limits of the ownership check: how far up it follows references from the collected rows,
@@ -586,16 +587,16 @@ func (c *collector) sharedCustomers(ck customerCheck, table string, rows [][]d1.
 // siteCheck reads the runtime rows naming the targets' tenants' sites.
 type siteCheck struct {
 	stmts []d1.Statement
-	owner map[string]string // site@host -> the target tenant running it
+	owner map[target.SiteRef]string // site -> the target tenant running it
 }
 
 func siteChecks(spec *config.Spec, inv *Inventory) siteCheck {
 	rt := spec.Runtime
-	ck := siteCheck{owner: map[string]string{}}
+	ck := siteCheck{owner: map[target.SiteRef]string{}}
 	var names []d1.Value
 	for _, tn := range inv.Tenants {
 		if tn.Site != "" {
-			ck.owner[tn.Site+"@"+hostName(tn.Host)] = tn.ID
+			ck.owner[target.Site(hostName(tn.Host), tn.Site)] = tn.ID
 			names = append(names, d1.Text(tn.Site))
 		}
 	}
@@ -620,7 +621,7 @@ func sharedSites(spec *config.Spec, ck siteCheck, rows [][]d1.Value, inv *Invent
 		if _, target := targetTenants[tenant]; target {
 			continue
 		}
-		owner, ok := ck.owner[site+"@"+hostName(host)]
+		owner, ok := ck.owner[target.Site(hostName(host), site)]
 		if !ok {
 			continue
 		}

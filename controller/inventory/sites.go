@@ -87,7 +87,7 @@ func sites(ctx context.Context, insp SiteInspector, inv *Inventory, reports []Ta
 		}
 		inv.Sites = append(inv.Sites, s)
 		for _, t := range tn.Targets {
-			reports[t].Sites = append(reports[t].Sites, s.Name+"@"+s.Host)
+			reports[t].Sites = append(reports[t].Sites, s.Ref().String())
 		}
 	}
 }

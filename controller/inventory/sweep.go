@@ -98,7 +98,7 @@ func Sweep(ctx context.Context, src Sources, sopt SweepOptions, opt Options) (*S
 		current = keep
 	}
 	slices.SortFunc(res.Skipped, func(a, b Skipped) int {
-		return strings.Compare(a.Kind+"\x00"+a.Value, b.Kind+"\x00"+b.Value)
+		return strings.Compare(string(a.Kind)+"\x00"+a.Value, string(b.Kind)+"\x00"+b.Value)
 	})
 	return res, nil
 }
@@ -249,7 +249,9 @@ func findSweepTargets(ctx context.Context, src Sources, sopt SweepOptions) (*Swe
 		}
 	}
 	res.Found = len(targets) + len(res.Skipped)
-	slices.SortFunc(targets, func(a, b Target) int { return strings.Compare(a.Kind+"\x00"+a.Value, b.Kind+"\x00"+b.Value) })
+	slices.SortFunc(targets, func(a, b Target) int {
+		return strings.Compare(string(a.Kind)+"\x00"+a.Value, string(b.Kind)+"\x00"+b.Value)
+	})
 	return res, targets, nil
 }
 

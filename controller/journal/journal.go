@@ -16,6 +16,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // pure Go driver "sqlite"
+
+	"github.com/prego/testreset/controller/target"
 )
 
 // Step and run states.
@@ -42,7 +44,9 @@ type Run struct {
 
 // Step is one journalled step.
 type Step struct {
-	Seq        int
+	Seq int
+	// ID is what the step does, and on which site; Name is its text form (ID.String()).
+	ID         target.Step
 	Name       string
 	Status     string
 	Detail     string
@@ -60,7 +64,8 @@ CREATE TABLE IF NOT EXISTS runs (
   approver TEXT NOT NULL, status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
   started_at TEXT NOT NULL, finished_at TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS steps (
-  run_id TEXT NOT NULL REFERENCES runs(id), seq INTEGER NOT NULL, name TEXT NOT NULL,
+  run_id TEXT NOT NULL REFERENCES runs(id), seq INTEGER NOT NULL,
+  kind TEXT NOT NULL, site_host TEXT NOT NULL DEFAULT '', site_name TEXT NOT NULL DEFAULT '',
   status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
   started_at TEXT NOT NULL DEFAULT '', finished_at TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (run_id, seq));
@@ -85,7 +90,70 @@ func Open(stateDir string) (*Journal, error) {
 		db.Close()
 		return nil, wrap("journal "+path, err)
 	}
+	if err := migrateSteps(context.Background(), db); err != nil {
+		db.Close()
+		return nil, wrap("journal "+path, err)
+	}
 	return &Journal{db: db}, nil
+}
+
+// migrateSteps turns the steps table of a journal made before steps had kind and site
+// columns (one name column, "drop site SITE@HOST") into the current one, in one
+// transaction. A step name this version does not know refuses the journal, unchanged.
+func migrateSteps(ctx context.Context, db *sql.DB) error {
+	var old int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('steps') WHERE name = 'name'`).Scan(&old); err != nil {
+		return fmt.Errorf("read the steps table: %w", err)
+	}
+	if old == 0 {
+		return nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT run_id, seq, name, status, detail, error, started_at, finished_at FROM steps`)
+	if err != nil {
+		return fmt.Errorf("read the steps of an older journal: %w", err)
+	}
+	type oldStep struct {
+		run, name, status, detail, msg, started, finished string
+		seq                                               int
+	}
+	var steps []oldStep
+	for rows.Next() {
+		var s oldStep
+		if err := rows.Scan(&s.run, &s.seq, &s.name, &s.status, &s.detail, &s.msg, &s.started, &s.finished); err != nil {
+			rows.Close()
+			return fmt.Errorf("read the steps of an older journal: %w", err)
+		}
+		steps = append(steps, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the steps of an older journal: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `ALTER TABLE steps RENAME TO steps_before_kinds`); err != nil {
+		return fmt.Errorf("upgrade the steps table: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("upgrade the steps table: %w", err)
+	}
+	for _, s := range steps {
+		st, err := target.ParseStep(s.name)
+		if err != nil {
+			return fmt.Errorf("run %s step %d: %w: this journal was written by another version of resetctl", s.run, s.seq, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (run_id, seq, kind, site_host, site_name, status, detail, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			s.run, s.seq, string(st.Kind), st.Site.Host, st.Site.Name, s.status, s.detail, s.msg, s.started, s.finished); err != nil {
+			return fmt.Errorf("upgrade the steps table: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DROP TABLE steps_before_kinds`); err != nil {
+		return fmt.Errorf("upgrade the steps table: %w", err)
+	}
+	return tx.Commit()
 }
 
 // Close closes the database.
@@ -153,7 +221,7 @@ func wrap(what string, err error) error {
 }
 
 // CreateRun stores a new run with its steps, all pending.
-func (j *Journal) CreateRun(ctx context.Context, r *Run, steps []string) error {
+func (j *Journal) CreateRun(ctx context.Context, r *Run, steps []target.Step) error {
 	tx, err := j.db.BeginTx(ctx, nil)
 	if err != nil {
 		return wrap("create run "+r.ID, err)
@@ -174,8 +242,12 @@ func (j *Journal) CreateRun(ctx context.Context, r *Run, steps []string) error {
 		return wrap("create run "+r.ID, err)
 	}
 	for i, s := range steps {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (run_id, seq, name, status) VALUES (?, ?, ?, ?)`, r.ID, i+1, s, Pending); err != nil {
-			return wrap("create step "+s, err)
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("create run %s: %w", r.ID, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (run_id, seq, kind, site_host, site_name, status) VALUES (?, ?, ?, ?, ?, ?)`,
+			r.ID, i+1, string(s.Kind), s.Site.Host, s.Site.Name, Pending); err != nil {
+			return wrap("create step "+s.String(), err)
 		}
 	}
 	return wrap("create run "+r.ID, tx.Commit())
@@ -183,16 +255,27 @@ func (j *Journal) CreateRun(ctx context.Context, r *Run, steps []string) error {
 
 // Step returns one step as the journal holds it now (another process may have run it).
 func (j *Journal) Step(ctx context.Context, runID string, seq int) (*Step, error) {
-	var s Step
-	var started, finished string
-	err := j.db.QueryRowContext(ctx, `SELECT seq, name, status, detail, error, started_at, finished_at FROM steps WHERE run_id = ? AND seq = ?`, runID, seq).
-		Scan(&s.Seq, &s.Name, &s.Status, &s.Detail, &s.Error, &started, &finished)
+	s, err := scanStep(j.db.QueryRowContext(ctx, `SELECT `+stepColumns+` FROM steps WHERE run_id = ? AND seq = ?`, runID, seq))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s step %d", ErrNotFound, runID, seq)
 	}
 	if err != nil {
 		return nil, wrap("read step", err)
 	}
+	return s, nil
+}
+
+const stepColumns = `seq, kind, site_host, site_name, status, detail, error, started_at, finished_at`
+
+// scanStep reads one row of stepColumns.
+func scanStep(row interface{ Scan(...any) error }) (*Step, error) {
+	var s Step
+	var kind, started, finished string
+	if err := row.Scan(&s.Seq, &kind, &s.ID.Site.Host, &s.ID.Site.Name, &s.Status, &s.Detail, &s.Error, &started, &finished); err != nil {
+		return nil, err
+	}
+	s.ID.Kind = target.StepKind(kind)
+	s.Name = s.ID.String()
 	s.StartedAt, s.FinishedAt = parseTS(started), parseTS(finished)
 	return &s, nil
 }
@@ -255,20 +338,18 @@ func (j *Journal) Runs(ctx context.Context) ([]Run, error) {
 
 // Steps returns a run's steps in order.
 func (j *Journal) Steps(ctx context.Context, runID string) ([]Step, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT seq, name, status, detail, error, started_at, finished_at FROM steps WHERE run_id = ? ORDER BY seq`, runID)
+	rows, err := j.db.QueryContext(ctx, `SELECT `+stepColumns+` FROM steps WHERE run_id = ? ORDER BY seq`, runID)
 	if err != nil {
-		return nil, err
+		return nil, wrap("read steps", err)
 	}
 	defer rows.Close()
 	var out []Step
 	for rows.Next() {
-		var s Step
-		var started, finished string
-		if err := rows.Scan(&s.Seq, &s.Name, &s.Status, &s.Detail, &s.Error, &started, &finished); err != nil {
-			return nil, err
+		s, err := scanStep(rows)
+		if err != nil {
+			return nil, wrap("read steps", err)
 		}
-		s.StartedAt, s.FinishedAt = parseTS(started), parseTS(finished)
-		out = append(out, s)
+		out = append(out, *s)
 	}
 	return out, rows.Err()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/target"
 )
 
 func TestRunLifecycle(t *testing.T) {
@@ -22,7 +23,7 @@ func TestRunLifecycle(t *testing.T) {
 	}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	r := &journal.Run{ID: "r1", Kind: "execute", PlanSHA256: "abc", Operator: "alice@example.test", Approver: "bob@example.test", StartedAt: now}
-	if err := j.CreateRun(ctx, r, []string{"backup d1", "delete d1 rows"}); err != nil {
+	if err := j.CreateRun(ctx, r, []target.Step{{Kind: target.BackupD1}, {Kind: target.DropSite, Site: target.Site("node1.internal", "a.example.test")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := j.CreateRun(ctx, r, nil); err == nil {
@@ -54,6 +55,12 @@ func TestRunLifecycle(t *testing.T) {
 	}
 	if len(steps) != 2 || steps[0].Status != journal.Done || steps[0].Detail != "12 rows" || steps[1].Status != journal.Failed || steps[1].Error != "boom" {
 		t.Fatalf("steps = %+v", steps)
+	}
+	if got, want := steps[1].ID, (target.Step{Kind: target.DropSite, Site: target.Site("node1.internal", "a.example.test")}); got != want {
+		t.Fatalf("step 2 = %+v, want %+v", got, want)
+	}
+	if got, want := steps[1].Name, "drop site a.example.test@node1.internal"; got != want {
+		t.Fatalf("step 2 name = %q, want %q", got, want)
 	}
 	if d := steps[0].FinishedAt.Sub(steps[0].StartedAt); d != time.Second {
 		t.Fatalf("duration %v", d)
@@ -93,10 +100,10 @@ func TestSameRunIDRefused(t *testing.T) {
 	}
 	defer j.Close()
 	r := &journal.Run{ID: "20260102T030405Z-abcd1234", Kind: "execute", PlanSHA256: "abc", StartedAt: time.Now()}
-	if err := j.CreateRun(ctx, r, []string{"a"}); err != nil {
+	if err := j.CreateRun(ctx, r, []target.Step{{Kind: target.Verify}}); err != nil {
 		t.Fatal(err)
 	}
-	err = j.CreateRun(ctx, r, []string{"a"})
+	err = j.CreateRun(ctx, r, []target.Step{{Kind: target.Verify}})
 	if !errors.Is(err, journal.ErrRunExists) || strings.Contains(err.Error(), "UNIQUE") {
 		t.Fatalf("got %v, want ErrRunExists with a message", err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/atomicfile"
 	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -123,10 +124,10 @@ type Approval struct {
 
 // SiteGrant is one agent grant, serialized as the agent receives it.
 type SiteGrant struct {
-	Host   string `json:"host"`
-	Site   string `json:"site"`
-	Action string `json:"action"`
-	Grant  []byte `json:"grant"` // proto-encoded agentv1.Grant
+	Host   string       `json:"host"`
+	Site   string       `json:"site"`
+	Action grant.Action `json:"action"`
+	Grant  []byte       `json:"grant"` // proto-encoded agentv1.Grant
 }
 
 // ID is the plan's short name.
@@ -235,7 +236,7 @@ func Approve(p *Plan, cert *x509.Certificate, key crypto.Signer, ttl time.Durati
 		return err
 	}
 	a := &Approval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Signature: sig}
-	if a.Grants, err = siteGrants(p, []string{grant.ActionDrop, grant.ActionRestore}, p.Operator.Identity, cert, key, expires, now); err != nil {
+	if a.Grants, err = siteGrants(p, []grant.Action{grant.ActionDrop, grant.ActionRestore}, p.Operator.Identity, cert, key, expires, now); err != nil {
 		return err
 	}
 	p.Approval = a
@@ -290,7 +291,7 @@ func ApproveRestore(p *Plan, run string, executor string, cert *x509.Certificate
 	now = now.UTC().Truncate(time.Second)
 	ra := &RestoreApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: now.Add(ttl), Run: run}
 	var err error
-	if ra.Grants, err = siteGrants(p, []string{grant.ActionRestore}, executor, cert, key, ra.ExpiresAt, now); err != nil {
+	if ra.Grants, err = siteGrants(p, []grant.Action{grant.ActionRestore}, executor, cert, key, ra.ExpiresAt, now); err != nil {
 		return err
 	}
 	p.RestoreApproval = ra
@@ -321,12 +322,12 @@ func ApproveResume(p *Plan, run, executor string, sites []inventory.Site, remain
 	if err := checkLifetime(ttl); err != nil {
 		return err
 	}
-	planned := map[string]bool{}
+	planned := map[target.SiteRef]bool{}
 	for _, s := range p.Inventory.Sites {
-		planned[s.Name+"@"+s.Host] = s.Exists || s.DBExists || s.DBUserExists
+		planned[s.Ref()] = s.Present()
 	}
 	for _, s := range sites {
-		if !planned[s.Name+"@"+s.Host] {
+		if !planned[s.Ref()] {
 			return fmt.Errorf("resume approval: site %s on %s is not in the plan", s.Name, s.Host)
 		}
 	}
@@ -338,7 +339,7 @@ func ApproveResume(p *Plan, run, executor string, sites []inventory.Site, remain
 	}
 	ra := &ResumeApproval{Operator: OperatorOf(cert), ApprovedAt: now, ExpiresAt: expires, Run: run,
 		Remaining: append([]string{}, remaining...), Signature: sig}
-	if ra.Grants, err = grantsFor(p, sites, []string{grant.ActionDrop}, executor, cert, key, expires, now); err != nil {
+	if ra.Grants, err = grantsFor(p, sites, []grant.Action{grant.ActionDrop}, executor, cert, key, expires, now); err != nil {
 		return err
 	}
 	p.ResumeApproval = ra
@@ -380,10 +381,10 @@ func VerifyResumeApproval(p *Plan, run string, roots *x509.CertPool, now time.Ti
 
 // siteGrants signs one grant per action for every site of the plan that exists, each usable
 // only by grantee.
-func siteGrants(p *Plan, actions []string, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
+func siteGrants(p *Plan, actions []grant.Action, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
 	var sites []inventory.Site
 	for _, s := range p.Inventory.Sites {
-		if s.Exists || s.DBExists || s.DBUserExists {
+		if s.Present() {
 			sites = append(sites, s)
 		}
 	}
@@ -391,12 +392,12 @@ func siteGrants(p *Plan, actions []string, grantee string, cert *x509.Certificat
 }
 
 // grantsFor signs one grant per action for each of sites, usable only by grantee.
-func grantsFor(p *Plan, sites []inventory.Site, actions []string, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
+func grantsFor(p *Plan, sites []inventory.Site, actions []grant.Action, grantee string, cert *x509.Certificate, key crypto.Signer, expires, now time.Time) ([]SiteGrant, error) {
 	var out []SiteGrant
 	for _, s := range sites {
 		for _, action := range actions {
 			g, err := grant.Sign(&agentv1.GrantBody{
-				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: action, Grantee: grantee,
+				PlanSha256: p.PlanSHA256, Host: s.Host, Site: s.Name, Action: string(action), Grantee: grantee,
 				ExpiresAt: timestamppb.New(expires), IssuedAt: timestamppb.New(now),
 			}, cert, key)
 			if err != nil {
@@ -414,7 +415,7 @@ func grantsFor(p *Plan, sites []inventory.Site, actions []string, grantee string
 
 // GrantFor returns the decoded grant for a site and action: a restore approval's, while it
 // is valid at now, before the approval's own.
-func (p *Plan) GrantFor(host, site, action string, now time.Time) (*agentv1.Grant, error) {
+func (p *Plan) GrantFor(host, site string, action grant.Action, now time.Time) (*agentv1.Grant, error) {
 	if p.Approval == nil {
 		return nil, ErrUnapproved
 	}

@@ -80,7 +80,7 @@ func TestApproveAndVerify(t *testing.T) {
 		t.Fatalf("approved plan: %v", err)
 	}
 	// Drop and restore grants for the site, verifiable by the agent.
-	for _, action := range []string{grant.ActionDrop, grant.ActionRestore} {
+	for _, action := range []grant.Action{grant.ActionDrop, grant.ActionRestore} {
 		g, err := p.GrantFor("node1.internal", "qa1a.erp.example.test", action, now)
 		if err != nil {
 			t.Fatal(err)

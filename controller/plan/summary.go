@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/target"
 )
 
 // WriteSummary writes the readable plan. A plan of named targets lists each target with
@@ -181,7 +182,7 @@ func writeSweep(w io.Writer, p *Plan) {
 	if sw.CreatedBefore != nil {
 		fmt.Fprintf(w, " created before %s (%d newer left out)", sw.CreatedBefore.UTC().Format(time.RFC3339), sw.Newer)
 	}
-	kinds := map[string]int{}
+	kinds := map[target.Kind]int{}
 	for _, t := range inv.Targets {
 		kinds[t.Kind]++
 	}

@@ -10,16 +10,17 @@ import (
 	"time"
 
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/atomicfile"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
 // Kinds of artifacts.
 const (
-	KindD1       = "d1"
-	KindKV       = "kv"
-	KindDatabase = "database"
-	KindFiles    = "files"
+	KindD1       = target.ArtifactD1
+	KindKV       = target.ArtifactKV
+	KindDatabase = target.ArtifactDatabase
+	KindFiles    = target.ArtifactFiles
 )
 
 // Manifest lists the artifacts of a backup folder: a run's (Run and PlanSHA256 set) or one
@@ -38,14 +39,14 @@ type Manifest struct {
 type Artifact struct {
 	// File is the artifact's path relative to the folder (slash-separated), or, sealed, its
 	// key in the run store.
-	File     string    `json:"file"`
-	Kind     string    `json:"kind"` // d1, kv, database, files
-	Site     string    `json:"site,omitempty"`
-	Host     string    `json:"host,omitempty"`
-	SHA256   string    `json:"sha256"` // lower-case hex, of the plaintext
-	Bytes    int64     `json:"bytes"`
-	Time     time.Time `json:"time,omitzero"`
-	Operator string    `json:"operator,omitempty"`
+	File     string              `json:"file"`
+	Kind     target.ArtifactKind `json:"kind"` // d1, kv, database, files
+	Site     string              `json:"site,omitempty"`
+	Host     string              `json:"host,omitempty"`
+	SHA256   string              `json:"sha256"` // lower-case hex, of the plaintext
+	Bytes    int64               `json:"bytes"`
+	Time     time.Time           `json:"time,omitzero"`
+	Operator string              `json:"operator,omitempty"`
 	// Sealed: the artifact lives encrypted (age) in the run store under File; SHA256 and
 	// Bytes are the plaintext's.
 	Sealed *runstore.Sealed `json:"sealed,omitempty"`
@@ -55,7 +56,7 @@ type Artifact struct {
 }
 
 // OfSite reports whether the artifact is one of a site's (database or files).
-func (a Artifact) OfSite() bool { return a.Kind == KindDatabase || a.Kind == KindFiles }
+func (a Artifact) OfSite() bool { return a.Kind.OfSite() }
 
 // Name is the agent's file name of a site artifact.
 func (a Artifact) Name() string {
@@ -69,7 +70,7 @@ func (a Artifact) Name() string {
 func (a Artifact) AgentKind() (agentv1.ArtifactKind, error) { return ParseAgentKind(a.Kind) }
 
 // ParseAgentKind maps "database" and "files" to the proto's artifact kinds.
-func ParseAgentKind(s string) (agentv1.ArtifactKind, error) {
+func ParseAgentKind(s target.ArtifactKind) (agentv1.ArtifactKind, error) {
 	switch s {
 	case KindDatabase:
 		return agentv1.ArtifactKind_ARTIFACT_KIND_DATABASE, nil
@@ -80,7 +81,7 @@ func ParseAgentKind(s string) (agentv1.ArtifactKind, error) {
 }
 
 // KindOf is the manifest kind of a proto artifact kind.
-func KindOf(k agentv1.ArtifactKind) string { return k.Name() }
+func KindOf(k agentv1.ArtifactKind) target.ArtifactKind { return target.ArtifactKind(k.Name()) }
 
 // Of returns the artifacts of one site.
 func (m *Manifest) Of(host, site string) []Artifact {
@@ -238,7 +239,7 @@ func VerifyFile(dir string, a Artifact) error {
 }
 
 // FileArtifact describes a file of the folder (rel slash-separated) as an artifact.
-func FileArtifact(dir, rel, kind string) (Artifact, error) {
+func FileArtifact(dir, rel string, kind target.ArtifactKind) (Artifact, error) {
 	sum, n, err := runstore.HashFile(filepath.Join(dir, filepath.FromSlash(rel)))
 	if err != nil {
 		return Artifact{}, err

@@ -15,6 +15,7 @@ import (
 	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runstore"
 	"github.com/prego/testreset/controller/runstore/local"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/testing/testpki"
 )
 
@@ -94,7 +95,11 @@ func writeSiteBackup(t *testing.T, operator string) string {
 	t.Helper()
 	dir := t.TempDir()
 	m := &runfolder.Manifest{Operator: operator, Time: time.Now().UTC(), PlanID: "OPS-2"}
-	for _, f := range []struct{ name, kind, data string }{{"s-database.sql.gz", runfolder.KindDatabase, "db"}, {"s-files.tar.gz", runfolder.KindFiles, "files"}} {
+	for _, f := range []struct {
+		name string
+		kind target.ArtifactKind
+		data string
+	}{{"s-database.sql.gz", runfolder.KindDatabase, "db"}, {"s-files.tar.gz", runfolder.KindFiles, "files"}} {
 		if err := os.WriteFile(filepath.Join(dir, f.name), []byte(f.data), 0o600); err != nil {
 			t.Fatal(err)
 		}

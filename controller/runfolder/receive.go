@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/target"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -100,7 +101,7 @@ func Receive(ctx context.Context, stream agentv1.Agent_BackupSiteClient, host, s
 	if r.cur != nil {
 		return nil, fmt.Errorf("receive %s: stream ended without a trailer", r.cur.art.FileName)
 	}
-	for _, k := range []string{KindDatabase, KindFiles} {
+	for _, k := range []target.ArtifactKind{KindDatabase, KindFiles} {
 		if !r.has(k) {
 			return nil, fmt.Errorf("receive backup: the stream ended without a %s artifact", k)
 		}
@@ -128,7 +129,7 @@ type receiver struct {
 	done       []Artifact
 }
 
-func (r *receiver) has(kind string) bool {
+func (r *receiver) has(kind target.ArtifactKind) bool {
 	for _, a := range r.done {
 		if a.Kind == kind {
 			return true

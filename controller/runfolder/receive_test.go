@@ -24,6 +24,7 @@ import (
 	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runstore"
 	"github.com/prego/testreset/controller/runstore/local"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/grant"
 	"github.com/prego/testreset/internal/testing/agenttest"
 	"github.com/prego/testreset/internal/testing/mariadbtest"
@@ -126,7 +127,7 @@ func TestReceiveBackupDropRestoreRoundTrip(t *testing.T) {
 	if got, want := len(arts), 2; got != want {
 		t.Fatalf("%d artifacts, want %d", got, want)
 	}
-	for i, wantKind := range []string{runfolder.KindDatabase, runfolder.KindFiles} {
+	for i, wantKind := range []target.ArtifactKind{runfolder.KindDatabase, runfolder.KindFiles} {
 		a := arts[i]
 		if a.Kind != wantKind || a.Site != site.Name || a.StartedAt.IsZero() || a.File != a.FileName || a.Sealed != nil {
 			t.Errorf("artifact %d = %+v", i, a)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/target"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -90,7 +91,7 @@ func Check(ctx context.Context, src Source, arts []Artifact) error {
 // success it calls CloseAndRecv.
 func SendSite(ctx context.Context, stream agentv1.Agent_RestoreSiteClient, src Source, arts []Artifact) error {
 	var ordered []Artifact
-	for _, kind := range []string{KindDatabase, KindFiles} {
+	for _, kind := range []target.ArtifactKind{KindDatabase, KindFiles} {
 		n := 0
 		for _, a := range arts {
 			if a.Kind == kind {

@@ -21,6 +21,7 @@ import (
 	"github.com/prego/testreset/certs"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/runstore"
+	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/atomicfile"
 	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -60,7 +61,7 @@ func OpenSiteBackup(dir string) (*SiteBackup, error) {
 		return nil, fmt.Errorf("site backup %s: %w", dir, err)
 	}
 	sb := &SiteBackup{Dir: dir, Manifest: m, ManifestSHA256: runstore.SHA256Hex(b)}
-	kinds := map[string]int{}
+	kinds := map[target.ArtifactKind]int{}
 	for _, a := range m.Artifacts {
 		if !a.OfSite() {
 			return nil, fmt.Errorf("site backup %s: artifact %s of kind %q is not a site's", dir, a.File, a.Kind)
@@ -134,7 +135,7 @@ func ApproveSiteRestore(sb *SiteBackup, grantee string, cert *x509.Certificate, 
 	now = now.UTC().Truncate(time.Second)
 	expires := now.Add(ttl)
 	g, err := grant.Sign(&agentv1.GrantBody{
-		PlanSha256: sb.ManifestSHA256, Host: sb.Host, Site: sb.Site, Action: grant.ActionRestore, Grantee: grantee,
+		PlanSha256: sb.ManifestSHA256, Host: sb.Host, Site: sb.Site, Action: string(grant.ActionRestore), Grantee: grantee,
 		ExpiresAt: timestamppb.New(expires), IssuedAt: timestamppb.New(now),
 	}, cert, key)
 	if err != nil {

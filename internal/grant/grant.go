@@ -20,10 +20,13 @@ import (
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
+// Action is what a grant allows on its site.
+type Action string
+
 // Actions a grant can allow.
 const (
-	ActionDrop    = "drop"
-	ActionRestore = "restore"
+	ActionDrop    Action = "drop"
+	ActionRestore Action = "restore"
 )
 
 // Reasons a grant is refused. Callers branch on them to pick a gRPC code.
@@ -87,7 +90,7 @@ func Sign(body *agentv1.GrantBody, cert *x509.Certificate, key crypto.Signer) (*
 type Want struct {
 	Hosts  []string // any of the node's names
 	Site   string
-	Action string
+	Action Action
 	// PlanSHA256 is the plan the call names; the grant's must be the same.
 	PlanSHA256 string
 	// Caller is the mTLS caller's certificate; the signer must be someone else and the
@@ -157,7 +160,7 @@ func Verify(g *agentv1.Grant, want Want, roots *x509.CertPool, now time.Time) (*
 	if body.PlanSha256 != want.PlanSHA256 {
 		return nil, nil, fmt.Errorf("%w: grant plan %q, call plan %q", ErrPlan, body.PlanSha256, want.PlanSHA256)
 	}
-	if body.Action != want.Action {
+	if Action(body.Action) != want.Action {
 		return nil, nil, fmt.Errorf("%w: action %q, want %q", ErrMismatch, body.Action, want.Action)
 	}
 	if body.Site != want.Site {

@@ -56,7 +56,7 @@ func TestVerify(t *testing.T) {
 	now := time.Now()
 	plan := "aa"
 	body := func() *agentv1.GrantBody {
-		return &agentv1.GrantBody{PlanSha256: plan, Host: "node1", Site: "s.example.test", Action: grant.ActionDrop,
+		return &agentv1.GrantBody{PlanSha256: plan, Host: "node1", Site: "s.example.test", Action: string(grant.ActionDrop),
 			Grantee: "alice@example.test", IssuedAt: timestamppb.New(now.Add(-time.Minute)), ExpiresAt: timestamppb.New(now.Add(time.Hour))}
 	}
 	want := grant.Want{Hosts: []string{"node1"}, Site: "s.example.test", Action: grant.ActionDrop, PlanSHA256: plan, Caller: aliceCert}

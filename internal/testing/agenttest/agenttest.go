@@ -315,7 +315,7 @@ func (a *Agent) Client(operator string) (agentv1.AgentClient, error) {
 // Grant returns a grant signed by signer's certificate for action on site of this agent's
 // host, expiring ttl from now (a negative ttl gives an expired grant). Its grantee is Alice,
 // or Bob when Alice signs.
-func (a *Agent) Grant(signer, site, action, planSHA string, ttl time.Duration) (*agentv1.Grant, error) {
+func (a *Agent) Grant(signer, site string, action grant.Action, planSHA string, ttl time.Duration) (*agentv1.Grant, error) {
 	grantee := Alice
 	if signer == Alice {
 		grantee = Bob
@@ -327,7 +327,7 @@ func (a *Agent) Grant(signer, site, action, planSHA string, ttl time.Duration) (
 		issued = expires.Add(-time.Hour)
 	}
 	return a.SignGrant(signer, &agentv1.GrantBody{
-		PlanSha256: planSHA, Host: a.Host, Site: site, Action: action, Grantee: grantee,
+		PlanSha256: planSHA, Host: a.Host, Site: site, Action: string(action), Grantee: grantee,
 		IssuedAt: timestamppb.New(issued), ExpiresAt: timestamppb.New(expires),
 	})
 }
