@@ -36,6 +36,7 @@ type world struct {
 	sites  map[string]*agenttest.Site
 	alice  string // config paths
 	bob    string
+	carol  string // a third operator
 	env    map[string]string
 	stripe *stripetest.Server
 	cf     *cfapitest.Server
@@ -49,6 +50,9 @@ type world struct {
 
 // worldOptions vary a world: its MariaDB (default the package's), the agent as its own
 // process (a reset-agent binary) and larger sites.
+// carol is a third operator, beside agenttest.Alice and Bob.
+const carol = "carol@example.test"
+
 type worldOptions struct {
 	backend    string
 	mdb        *mariadbtest.Server
@@ -74,7 +78,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		o.mdb = mdb
 	}
 	ctx := context.Background()
-	a := agenttest.NewT(t, agenttest.Options{MariaDB: o.mdb})
+	a := agenttest.NewT(t, agenttest.Options{MariaDB: o.mdb, Operators: []string{agenttest.Alice, agenttest.Bob, carol}})
 	w := &world{t: t, agent: a, sites: map[string]*agenttest.Site{}, env: map[string]string{}, mdb: o.mdb}
 	for _, name := range []string{"qa1a.erp.example.test", "qa1b.erp.example.test", "acme.prod.example.com"} {
 		s, err := a.MakeSite(ctx, name, agenttest.SiteOptions{ExtraBytes: o.extraBytes})
@@ -161,6 +165,9 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		t.Fatal(err)
 	}
 	if w.bob, err = a.WriteResetctlConfig("bob@example.test", string(extra)); err != nil {
+		t.Fatal(err)
+	}
+	if w.carol, err = a.WriteResetctlConfig(carol, string(extra)); err != nil {
 		t.Fatal(err)
 	}
 	if w.cfg, err = config.Load(w.alice); err != nil {

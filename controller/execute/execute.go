@@ -113,41 +113,86 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		}
 		defer e.unlock(ctx, lock)
 	}
-	run, err := e.J.FindByPlan(ctx, "execute", p.PlanSHA256)
-	switch {
-	case err == nil && run.Status == journal.Completed:
-		return nil, fmt.Errorf("%w as run %s", ErrAlreadyExecuted, run.ID)
-	case errors.Is(err, journal.ErrNotFound):
-		run = nil
-	case err != nil:
-		return nil, err
-	}
-	resume, err := e.checkApproval(p, run)
+	run, approvals, err := e.executePreflight(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	if p.D1Backend != e.B.D1.Kind() || p.KVBackend != e.B.KV.Kind() {
-		return nil, fmt.Errorf("%w: the plan was made against d1 %s and kv %s, this config uses d1 %s and kv %s",
-			ErrSpecChanged, p.D1Backend, p.KVBackend, e.B.D1.Kind(), e.B.KV.Kind())
-	}
-	if p.Inventory.Stripe.Enabled && e.B.Stripe == nil {
-		return nil, fmt.Errorf("%w: the plan includes Stripe but STRIPE_API_KEY is not set (or stripe.enabled is false)", ErrSpecChanged)
-	}
-	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
-		return nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)
-	}
-	inv, err := e.preflight(ctx, p, run)
-	if err != nil {
-		return nil, err
-	}
-	e.inv = inv
-	steps := executeSteps(inv.Sites)
+	steps := executeSteps(e.inv.Sites)
 	if dryRun {
 		return &Result{DryRun: e.describe(steps)}, nil
 	}
 	if err := e.B.Preflight(ctx); err != nil {
 		return nil, err
 	}
+	if run, err = e.openRun(ctx, p, run, steps, approvals); err != nil {
+		return nil, err
+	}
+	res := &Result{Run: run}
+	r := &stepRunner{e: e, runID: run.ID, label: "step", do: func(ctx context.Context, st target.Step) (string, error) {
+		return e.step(ctx, p, run, st, res)
+	}}
+	if _, err := r.run(ctx); err != nil {
+		return res, err
+	}
+	if err := r.finish(ctx, ""); err != nil {
+		return res, err
+	}
+	if res.Run, err = e.J.Run(ctx, run.ID); err != nil {
+		return res, fmt.Errorf("run %s: %w", run.ID, err)
+	}
+	if res.Steps, err = e.J.Steps(ctx, run.ID); err != nil {
+		return res, fmt.Errorf("run %s: %w", run.ID, err)
+	}
+	res.Record = filepath.Join(e.StateDir, "records", run.ID+".md")
+	return res, nil
+}
+
+// executePreflight decides whether the plan may run here and now, from live data: the
+// plan's run in the journal (nil when it has none yet: a new run), its approval (or the
+// resume approval of a started run), the configuration it was made with, and the live
+// inventory (see preflight), which it keeps for the steps. It returns the approvals the run
+// goes ahead under.
+func (e *Executor) executePreflight(ctx context.Context, p *plan.Plan) (*journal.Run, []journal.Approval, error) {
+	run, err := e.J.FindByPlan(ctx, "execute", p.PlanSHA256)
+	switch {
+	case err == nil && run.Status == journal.Completed:
+		return nil, nil, fmt.Errorf("%w as run %s", ErrAlreadyExecuted, run.ID)
+	case errors.Is(err, journal.ErrNotFound):
+		run = nil
+	case err != nil:
+		return nil, nil, err
+	}
+	resume, err := e.checkApproval(p, run)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.D1Backend != e.B.D1.Kind() || p.KVBackend != e.B.KV.Kind() {
+		return nil, nil, fmt.Errorf("%w: the plan was made against d1 %s and kv %s, this config uses d1 %s and kv %s",
+			ErrSpecChanged, p.D1Backend, p.KVBackend, e.B.D1.Kind(), e.B.KV.Kind())
+	}
+	if p.Inventory.Stripe.Enabled && e.B.Stripe == nil {
+		return nil, nil, fmt.Errorf("%w: the plan includes Stripe but STRIPE_API_KEY is not set (or stripe.enabled is false)", ErrSpecChanged)
+	}
+	if got := e.B.Config.SpecHash(); got != p.SpecSHA256 {
+		return nil, nil, fmt.Errorf("%w: plan %.12s, config %.12s", ErrSpecChanged, p.SpecSHA256, got)
+	}
+	if e.inv, err = e.preflight(ctx, p, run); err != nil {
+		return nil, nil, err
+	}
+	a := p.Approval
+	approvals := []journal.Approval{{Kind: "approve", Identity: a.Identity, ApprovedAt: a.ApprovedAt, ExpiresAt: a.ExpiresAt}}
+	if resume {
+		ra := p.ResumeApproval
+		approvals = append(approvals, journal.Approval{Kind: "resume", Identity: ra.Identity, ApprovedAt: ra.ApprovedAt, ExpiresAt: ra.ExpiresAt})
+	}
+	return run, approvals, nil
+}
+
+// openRun starts the plan's run (run nil: its folder, plan copy, journal and scope) or
+// takes up the started one, takes the lease on its targets, and journals the approvals it
+// goes ahead under.
+func (e *Executor) openRun(ctx context.Context, p *plan.Plan, run *journal.Run, steps []target.Step, approvals []journal.Approval) (*journal.Run, error) {
+	var err error
 	if run == nil {
 		now := e.now().UTC()
 		id, err := journal.NewRunID(now, p.ID()[:8])
@@ -181,10 +226,8 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 			return nil, diskHint(err, run.ID, "resume")
 		}
 	}
-	approvals := []journal.Approval{{Kind: "approve", Identity: p.Approval.Identity, ApprovedAt: p.Approval.ApprovedAt, ExpiresAt: p.Approval.ExpiresAt}}
-	if resume {
-		ra := p.ResumeApproval
-		approvals = append(approvals, journal.Approval{Kind: "resume", Identity: ra.Identity, ApprovedAt: ra.ApprovedAt, ExpiresAt: ra.ExpiresAt})
+	if len(approvals) > 1 {
+		ra := approvals[len(approvals)-1]
 		e.logf("run %s goes on under the resume approval of %s (until %s)", run.ID, ra.Identity, ra.ExpiresAt.Format(time.RFC3339))
 	}
 	for _, a := range approvals {
@@ -195,65 +238,7 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	if err := e.cur.started(ctx, p, run, ""); err != nil {
 		return nil, err
 	}
-	res := &Result{Run: run}
-	js, err := e.J.Steps(ctx, run.ID)
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range js {
-		// The lease on the targets must still be this run's (no take-over after expiry).
-		if err := e.cur.check(ctx); err != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
-			return res, err
-		}
-		// The journal is the truth: read it again, a step done meanwhile is not repeated.
-		cur, err := e.J.Step(ctx, run.ID, st.Seq)
-		if err != nil {
-			return res, err
-		}
-		if cur.Status == journal.Done {
-			continue
-		}
-		e.logf("step %d/%d: %s", st.Seq, len(js), st.Name)
-		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
-			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, err), run.ID, st.Name)
-		}
-		if err := e.cur.event(ctx, run.ID, st.Name, journal.Running, "", nil); err != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
-			return res, err
-		}
-		e.fault("begin", st.Name)
-		detail, serr := e.step(ctx, p, run, st.ID, res)
-		e.fault("done", st.Name)
-		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, err), e.now())
-			return res, diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", run.ID, st.Name, err), run.ID, st.Name)
-		}
-		if err := e.teamStepDone(ctx, run.ID, st.Name, detail, serr); err != nil && serr == nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
-			return res, err
-		}
-		e.fault("after", st.Name)
-		if serr != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, fmt.Sprintf("%s: %v", st.Name, serr), e.now())
-			return res, diskHint(fmt.Errorf("run %s: step %s: %w", run.ID, st.Name, serr), run.ID, st.Name)
-		}
-		if detail != "" {
-			e.logf("  %s", detail)
-		}
-		if e.AfterStep != nil {
-			if err := e.AfterStep(st.Name); err != nil {
-				return res, err
-			}
-		}
-	}
-	if err := e.J.SetStatus(ctx, run.ID, journal.Completed, "", e.now()); err != nil {
-		return res, diskHint(err, run.ID, "complete")
-	}
-	res.Run, _ = e.J.Run(ctx, run.ID)
-	res.Steps, _ = e.J.Steps(ctx, run.ID)
-	res.Record = filepath.Join(e.StateDir, "records", run.ID+".md")
-	return res, nil
+	return run, nil
 }
 
 // checkApproval checks the plan's approval and, once it expired, the resume approval of a

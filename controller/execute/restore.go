@@ -19,6 +19,7 @@ import (
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/target"
+	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
@@ -43,7 +44,85 @@ func (e *Executor) Restore(ctx context.Context, runID string, only map[string]bo
 }
 
 func (e *Executor) restore(ctx context.Context, runID string, only map[string]bool, approval string) (*RestoreResult, error) {
-	want := func(part string) bool { return len(only) == 0 || only[part] }
+	orig, p, err := e.restoreSource(ctx, runID, approval)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := e.lockRun(ctx, orig.PlanSHA256, runID, "resetctl restore of run "+runID)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: %w", runID, err)
+	}
+	defer e.unlock(ctx, lock)
+	approved, err := e.restoreApproval(p, runID)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := e.restoreParts(ctx, runID, only)
+	if err != nil {
+		return nil, err
+	}
+	now := e.now().UTC()
+	id, err := journal.NewRunID(now, "")
+	if err != nil {
+		return nil, err
+	}
+	run := &journal.Run{ID: runID + "-restore-" + id, Kind: "restore", PlanSHA256: orig.PlanSHA256,
+		Operator: e.operator(), Approver: approved.Identity, StartedAt: now}
+	if e.cur, err = e.teamBegin(ctx, p, "restore", run.ID); err != nil {
+		return nil, err
+	}
+	if err := e.J.CreateRun(ctx, run, parts.steps); err != nil {
+		return nil, diskHint(err, run.ID, "start")
+	}
+	if err := e.J.AddApproval(ctx, run.ID, approved); err != nil {
+		return nil, diskHint(err, run.ID, "start")
+	}
+	if err := e.cur.started(ctx, p, run, runID); err != nil {
+		return nil, err
+	}
+	res := &RestoreResult{Run: run}
+	r := &stepRunner{e: e, runID: run.ID, label: "restore", keepGoing: true, storeWarns: true,
+		do: func(ctx context.Context, st target.Step) (string, error) { return e.restoreStep(ctx, p, approved, runID, parts, st) }}
+	done, err := r.run(ctx)
+	var failed []string
+	for _, o := range done {
+		if o.Err == nil {
+			res.Lines = append(res.Lines, o.Step.Name+": "+o.Detail)
+			continue
+		}
+		res.Lines = append(res.Lines, o.Step.Name+": FAILED: "+o.Err.Error())
+		failed = append(failed, o.Step.Name)
+		res.NoGrant = res.NoGrant || errors.Is(o.Err, ErrNoRestoreGrant)
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Lines = append(res.Lines, "stripe: deleted customers and cancelled subscriptions cannot be restored")
+	var msg string
+	if len(failed) > 0 {
+		msg = fmt.Sprintf("not everything is back: %s failed", strings.Join(failed, ", "))
+	}
+	if err := r.finish(ctx, msg); err != nil {
+		return res, err
+	}
+	if res.Run, err = e.J.Run(ctx, run.ID); err != nil {
+		return res, fmt.Errorf("run %s: %w", run.ID, err)
+	}
+	if msg != "" {
+		err := fmt.Errorf("restore %s: %s", runID, msg)
+		if res.NoGrant {
+			err = fmt.Errorf("%w (%w)", err, ErrNoRestoreGrant)
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+// restoreSource brings the executed run's folder (from the run store when it ran on
+// another machine, else the store's newer manifest) and reads its plan, with the restore
+// approval that goes with it: from the file approval names, or left in a shared store by
+// 'resetctl approve --restore'. A restore approval for another run is dropped.
+func (e *Executor) restoreSource(ctx context.Context, runID, approval string) (*journal.Run, *plan.Plan, error) {
 	orig, err := e.J.Run(ctx, runID)
 	if errors.Is(err, journal.ErrNotFound) && e.sealedSites() {
 		// A run of another machine: its folder comes from the run store.
@@ -53,20 +132,22 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 		err = e.refreshManifest(ctx, runID)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	dir := e.RunDir(runID)
-	p, err := plan.Read(filepath.Join(dir, "plan.json"))
+	p, err := plan.Read(filepath.Join(e.RunDir(runID), "plan.json"))
 	if err != nil {
-		return nil, fmt.Errorf("run %s: %w", runID, err)
+		return nil, nil, fmt.Errorf("run %s: %w", runID, err)
+	}
+	if ra := p.RestoreApproval; ra != nil && ra.Run != runID {
+		p.RestoreApproval = nil
 	}
 	if approval != "" {
 		a, err := plan.Read(approval)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if a.PlanSHA256 != p.PlanSHA256 || a.RestoreApproval == nil || a.RestoreApproval.Run != runID {
-			return nil, fmt.Errorf("%s holds no restore approval for run %s", approval, runID)
+			return nil, nil, fmt.Errorf("%s holds no restore approval for run %s", approval, runID)
 		}
 		p.RestoreApproval = a.RestoreApproval
 	} else if e.sealedSites() {
@@ -75,168 +156,124 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 			p.RestoreApproval = sp.RestoreApproval
 		}
 	}
-	lock, err := e.lockRun(ctx, orig.PlanSHA256, runID, "resetctl restore of run "+runID)
-	if err != nil {
-		return nil, fmt.Errorf("run %s: %w", runID, err)
+	return orig, p, nil
+}
+
+// restoreApproval is the approval a restore of runID goes ahead under, and the one its
+// journal and record name: the restore approval a second operator gave for this run (its
+// grants, and only its, restore the sites), else the plan's own approval. Its approver
+// cannot run the restore.
+func (e *Executor) restoreApproval(p *plan.Plan, runID string) (journal.Approval, error) {
+	var a journal.Approval
+	switch {
+	case p.RestoreApproval != nil:
+		ra := p.RestoreApproval
+		a = journal.Approval{Kind: "restore", Identity: ra.Identity, ApprovedAt: ra.ApprovedAt, ExpiresAt: ra.ExpiresAt}
+	case p.Approval != nil:
+		a = journal.Approval{Kind: "approve", Identity: p.Approval.Identity, ApprovedAt: p.Approval.ApprovedAt, ExpiresAt: p.Approval.ExpiresAt}
+	default:
+		return a, fmt.Errorf("run %s: %w", runID, plan.ErrUnapproved)
 	}
-	defer e.unlock(ctx, lock)
-	m, err := ReadManifest(dir)
+	if e.operator() == a.Identity {
+		return a, fmt.Errorf("%w: %s approved this and cannot also restore it", ErrApproverExecutes, a.Identity)
+	}
+	return a, nil
+}
+
+// restoreSet is what a restore works from: the artifacts of the parts asked for (checked),
+// each site's, and the steps.
+type restoreSet struct {
+	dir   string
+	use   []Artifact
+	sites map[target.SiteRef][]Artifact
+	steps []target.Step
+}
+
+// restoreParts reads the run's manifest and checks the artifacts of the parts asked for
+// (only: "d1", "kv", "sites"; empty means all). Only those are checked (and used): a damaged
+// backup of a site must not block restoring D1 and KV, and the other way round.
+func (e *Executor) restoreParts(ctx context.Context, runID string, only map[string]bool) (*restoreSet, error) {
+	want := func(part string) bool { return len(only) == 0 || only[part] }
+	rs := &restoreSet{dir: e.RunDir(runID), sites: map[target.SiteRef][]Artifact{}}
+	m, err := ReadManifest(rs.dir)
 	if err != nil {
 		return nil, err
 	}
-	approver := p.Approval.Identity
-	if p.RestoreApproval != nil {
-		approver = p.RestoreApproval.Identity
-	}
-	if e.operator() == approver {
-		return nil, fmt.Errorf("%w: %s approved this and cannot also restore it", ErrApproverExecutes, approver)
-	}
-	// Only the artifacts of the parts asked for are checked (and used): a damaged backup of
-	// a site must not block restoring D1 and KV, and the other way round.
-	var use []Artifact
-	sites := map[target.SiteRef][]Artifact{}
 	var siteOrder []target.SiteRef
 	for _, a := range m.Artifacts {
-		switch a.Kind {
-		case target.ArtifactDatabase, target.ArtifactFiles:
+		switch {
+		case a.Kind.OfSite():
 			if !want("sites") {
 				continue
 			}
 			k := target.Site(a.Host, a.Site)
-			if _, ok := sites[k]; !ok {
+			if _, ok := rs.sites[k]; !ok {
 				siteOrder = append(siteOrder, k)
 			}
-			sites[k] = append(sites[k], a)
-		case target.ArtifactD1, target.ArtifactKV:
+			rs.sites[k] = append(rs.sites[k], a)
+		case a.Kind == target.ArtifactD1 || a.Kind == target.ArtifactKV:
 			if !want(string(a.Kind)) {
 				continue
 			}
 		}
-		use = append(use, a)
+		rs.use = append(rs.use, a)
 	}
 	if len(m.Artifacts) == 0 {
 		return nil, fmt.Errorf("run %s backups: manifest lists no artifacts", runID)
 	}
-	if len(use) > 0 {
-		if err := e.verifyArtifacts(ctx, dir, &Manifest{Artifacts: use}); err != nil {
+	if len(rs.use) > 0 {
+		if err := e.verifyArtifacts(ctx, rs.dir, &Manifest{Artifacts: rs.use}); err != nil {
 			return nil, fmt.Errorf("run %s backups: %w", runID, err)
 		}
 	}
-	var steps []target.Step
 	if want("sites") {
 		for _, k := range siteOrder {
-			steps = append(steps, target.Step{Kind: target.RestoreSite, Site: k})
+			rs.steps = append(rs.steps, target.Step{Kind: target.RestoreSite, Site: k})
 		}
 	}
 	if want("d1") {
-		steps = append(steps, target.Step{Kind: target.RestoreD1})
+		rs.steps = append(rs.steps, target.Step{Kind: target.RestoreD1})
 	}
 	if want("kv") {
-		steps = append(steps, target.Step{Kind: target.RestoreKV})
+		rs.steps = append(rs.steps, target.Step{Kind: target.RestoreKV})
 	}
-	steps = append(steps, target.Step{Kind: target.VerifyRestore})
-	now := e.now().UTC()
-	id, err := journal.NewRunID(now, "")
-	if err != nil {
-		return nil, err
-	}
-	run := &journal.Run{ID: runID + "-restore-" + id, Kind: "restore", PlanSHA256: orig.PlanSHA256,
-		Operator: e.operator(), Approver: approver, StartedAt: now}
-	if e.cur, err = e.teamBegin(ctx, p, "restore", run.ID); err != nil {
-		return nil, err
-	}
-	if err := e.J.CreateRun(ctx, run, steps); err != nil {
-		return nil, diskHint(err, run.ID, "start")
-	}
-	if err := e.cur.started(ctx, p, run, runID); err != nil {
-		return nil, err
-	}
-	res := &RestoreResult{Run: run}
-	js, err := e.J.Steps(ctx, run.ID)
-	if err != nil {
-		return nil, err
-	}
-	var failed []string
-	for _, st := range js {
-		if err := e.cur.check(ctx); err != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
-			return res, err
+	rs.steps = append(rs.steps, target.Step{Kind: target.VerifyRestore})
+	return rs, nil
+}
+
+// restoreStep runs one step of a restore of runID.
+func (e *Executor) restoreStep(ctx context.Context, p *plan.Plan, approved journal.Approval, runID string, rs *restoreSet, st target.Step) (string, error) {
+	switch st.Kind {
+	case target.RestoreSite:
+		return e.restoreSite(ctx, p, approved, rs.dir, runID, st.Site, rs.sites[st.Site])
+	case target.RestoreD1:
+		return e.restoreD1(ctx, rs.dir, rs.use)
+	case target.RestoreKV:
+		return e.restoreKV(ctx, rs.dir, rs.use)
+	case target.VerifyRestore:
+		missing, err := e.restoredMissing(ctx, rs.dir, rs.use)
+		if err != nil {
+			return "", err
 		}
-		e.logf("restore %d/%d: %s", st.Seq, len(js), st.Name)
-		if err := e.J.Begin(ctx, run.ID, st.Seq, e.now()); err != nil {
-			return res, diskHint(err, run.ID, st.Name)
+		if len(missing) > 0 {
+			return "", fmt.Errorf("%d thing(s) not back: %s", len(missing), strings.Join(missing, "; "))
 		}
-		if err := e.cur.event(ctx, run.ID, st.Name, journal.Running, "", nil); err != nil {
-			e.J.SetStatus(ctx, run.ID, journal.Failed, err.Error(), e.now())
-			return res, err
-		}
-		e.fault("begin", st.Name)
-		var detail string
-		var serr error
-		switch st.ID.Kind {
-		case target.RestoreSite:
-			detail, serr = e.restoreSite(ctx, p, dir, runID, st.ID.Site.Host, st.ID.Site.Name, sites[st.ID.Site])
-		case target.RestoreD1:
-			detail, serr = e.restoreD1(ctx, dir, use)
-		case target.RestoreKV:
-			detail, serr = e.restoreKV(ctx, dir, use)
-		case target.VerifyRestore:
-			var missing []string
-			missing, serr = e.restoredMissing(ctx, dir, use)
-			if serr == nil && len(missing) > 0 {
-				serr = fmt.Errorf("%d thing(s) not back: %s", len(missing), strings.Join(missing, "; "))
-			}
-			if serr == nil {
-				detail = "every row, key and site asked for is back"
-			}
-		}
-		e.fault("done", st.Name)
-		if err := e.J.Finish(ctx, run.ID, st.Seq, detail, serr, e.now()); err != nil {
-			return res, diskHint(err, run.ID, st.Name)
-		}
-		if err := e.teamStepDone(ctx, run.ID, st.Name, detail, serr); err != nil {
-			e.logf("  warning: %v", err)
-		}
-		e.fault("after", st.Name)
-		if serr != nil {
-			// Each part is tried: one site that cannot come back does not keep the others away.
-			e.logf("  failed: %v", serr)
-			res.Lines = append(res.Lines, st.Name+": FAILED: "+serr.Error())
-			failed = append(failed, st.Name)
-			if errors.Is(serr, ErrNoRestoreGrant) {
-				res.NoGrant = true
-			}
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		e.logf("  %s", detail)
-		res.Lines = append(res.Lines, st.Name+": "+detail)
+		return "every row, key and site asked for is back", nil
 	}
-	res.Lines = append(res.Lines, "stripe: deleted customers and cancelled subscriptions cannot be restored")
-	if len(failed) > 0 {
-		msg := fmt.Sprintf("not everything is back: %s failed", strings.Join(failed, ", "))
-		e.J.SetStatus(ctx, run.ID, journal.Failed, msg, e.now())
-		res.Run, _ = e.J.Run(ctx, run.ID)
-		err := fmt.Errorf("restore %s: %s", runID, msg)
-		if res.NoGrant {
-			err = fmt.Errorf("%w (%w)", err, ErrNoRestoreGrant)
-		}
-		return res, err
-	}
-	if err := e.J.SetStatus(ctx, run.ID, journal.Completed, "", e.now()); err != nil {
-		return res, diskHint(err, run.ID, "complete")
-	}
-	res.Run, _ = e.J.Run(ctx, run.ID)
-	return res, nil
+	return "", fmt.Errorf("unknown restore step %q", st)
 }
 
 // ErrNoRestoreGrant means the approval's restore grants expired.
 var ErrNoRestoreGrant = errors.New("no valid restore grant")
 
-func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, dir, runID, host, site string, arts []Artifact) (string, error) {
-	g, err := p.GrantFor(host, site, "restore", e.now())
+func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, approved journal.Approval, dir, runID string, ref target.SiteRef, arts []Artifact) (string, error) {
+	host, site := ref.Host, ref.Name
+	now := e.now()
+	if approved.Kind == "restore" && !now.Before(approved.ExpiresAt) {
+		// Not the plan's grants instead: the restore goes ahead under the approval it names.
+		return "", fmt.Errorf("%w: the restore approval of %s expired at %s", ErrNoRestoreGrant, approved.Identity, approved.ExpiresAt.Format(time.RFC3339))
+	}
+	g, err := p.GrantFor(host, site, grant.ActionRestore, now)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNoRestoreGrant, err)
 	}

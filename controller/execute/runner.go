@@ -1,0 +1,169 @@
+package execute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/target"
+)
+
+// stepRunner runs the journalled steps of one run (execute or restore), in order. The
+// journal is the truth: each step is read again before it runs (a step another process
+// finished is not repeated), journalled as running before it does anything and with its
+// outcome after; the run store hears of both, the fault points and the observer are called
+// around it, and every journal write is checked.
+type stepRunner struct {
+	e     *Executor
+	runID string
+	// label starts each log line: "step" (execute) or "restore".
+	label string
+	do    func(context.Context, target.Step) (string, error)
+	// keepGoing: a failed step does not stop the run, the next one runs (restore tries every
+	// part; one site that cannot come back does not keep the others away).
+	keepGoing bool
+	// storeWarns: a run-store event that cannot be written after a step is a warning, not
+	// a stop (restore).
+	storeWarns bool
+}
+
+// stepOutcome is a step that ran, with its detail or error.
+type stepOutcome struct {
+	Step   journal.Step
+	Detail string
+	Err    error
+}
+
+// run runs every step not done yet. It returns the steps that ran; err is set when the run
+// stopped (a failed step without keepGoing, a journal or lease failure), and then the run is
+// journalled as failed (or as much as the journal allows, said in err).
+func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
+	js, err := r.e.J.Steps(ctx, r.runID)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: read the journal: %w", r.runID, err)
+	}
+	var out []stepOutcome
+	for _, st := range js {
+		o, ran, err := r.step(ctx, st.Seq, len(js))
+		if ran {
+			out = append(out, o)
+		}
+		if err != nil {
+			return out, err
+		}
+		if o.Err != nil && ctx.Err() != nil {
+			break
+		}
+	}
+	return out, nil
+}
+
+// step runs the step seq of total unless the journal says it is done. ran reports whether
+// it ran; err stops the run.
+func (r *stepRunner) step(ctx context.Context, seq, total int) (o stepOutcome, ran bool, err error) {
+	e := r.e
+	// The lease on the targets must still be this run's (no take-over after expiry).
+	if err := e.cur.check(ctx); err != nil {
+		return o, false, r.fail(ctx, err, err.Error())
+	}
+	// The journal is the truth: read it again, a step done meanwhile is not repeated.
+	cur, err := e.J.Step(ctx, r.runID, seq)
+	if err != nil {
+		return o, false, fmt.Errorf("run %s: read the journal: %w", r.runID, err)
+	}
+	if cur.Status == journal.Done {
+		return o, false, nil
+	}
+	o.Step = *cur
+	name := cur.ID.String()
+	e.logf("%s %d/%d: %s", r.label, seq, total, name)
+	if err := e.J.Begin(ctx, r.runID, seq, e.now()); err != nil {
+		return o, false, diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, err), r.runID, name)
+	}
+	if err := e.cur.event(ctx, r.runID, name, journal.Running, "", nil); err != nil {
+		return o, false, r.fail(ctx, err, err.Error())
+	}
+	e.fault("begin", name)
+	e.observe(stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: stepStarted})
+	o.Detail, o.Err = r.do(ctx, cur.ID)
+	e.fault("done", name)
+	if err := e.J.Finish(ctx, r.runID, seq, o.Detail, o.Err, e.now()); err != nil {
+		err = diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", r.runID, name, err), r.runID, name)
+		return o, true, r.fail(ctx, err, fmt.Sprintf("%s: %v", name, err))
+	}
+	if err := e.teamStepDone(ctx, r.runID, name, o.Detail, o.Err); err != nil {
+		switch {
+		case r.storeWarns:
+			e.logf("  warning: %v", err)
+		case o.Err == nil:
+			return o, true, r.fail(ctx, err, err.Error())
+		}
+	}
+	e.fault("after", name)
+	ev := stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: stepDone, detail: o.Detail}
+	if o.Err != nil {
+		ev.phase, ev.err = stepFailed, o.Err
+	}
+	e.observe(ev)
+	if o.Err != nil {
+		if r.keepGoing {
+			e.logf("  failed: %v", o.Err)
+			return o, true, nil
+		}
+		err := diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, o.Err), r.runID, name)
+		return o, true, r.fail(ctx, err, fmt.Sprintf("%s: %v", name, o.Err))
+	}
+	if o.Detail != "" {
+		e.logf("  %s", o.Detail)
+	}
+	if e.AfterStep != nil {
+		if err := e.AfterStep(name); err != nil {
+			return o, true, err
+		}
+	}
+	return o, true, nil
+}
+
+// fail journals the run as failed with msg and returns err, joined with the journal's own
+// failure when that write fails too.
+func (r *stepRunner) fail(ctx context.Context, err error, msg string) error {
+	if jerr := r.e.J.SetStatus(ctx, r.runID, journal.Failed, msg, r.e.now()); jerr != nil {
+		return errors.Join(err, fmt.Errorf("run %s: the journal could not record the failure: %w", r.runID, jerr))
+	}
+	return err
+}
+
+// finish journals the run's end: completed, or failed with msg.
+func (r *stepRunner) finish(ctx context.Context, msg string) error {
+	status := journal.Completed
+	if msg != "" {
+		status = journal.Failed
+	}
+	if err := r.e.J.SetStatus(ctx, r.runID, status, msg, r.e.now()); err != nil {
+		return diskHint(fmt.Errorf("run %s: %w", r.runID, err), r.runID, "complete")
+	}
+	return nil
+}
+
+// stepPhase is where a step is, for the observer.
+type stepPhase int
+
+const (
+	stepStarted stepPhase = iota
+	stepDone
+	stepFailed
+)
+
+// stepEvent is a step starting or ending, for the observer.
+type stepEvent struct {
+	run    string
+	step   target.Step
+	seq    int
+	phase  stepPhase
+	detail string
+	err    error
+}
+
+// observe hands a step event to the progress observer.
+func (e *Executor) observe(ev stepEvent) {}
