@@ -82,7 +82,9 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 	}
 	res := &RestoreResult{Run: run}
 	r := &stepRunner{e: e, runID: run.ID, label: "restore", keepGoing: true, storeWarns: true,
-		do: func(ctx context.Context, st target.Step) (string, error) { return e.restoreStep(ctx, p, approved, runID, parts, st) }}
+		do: func(ctx context.Context, st target.Step) (string, error) {
+			return e.restoreStep(ctx, p, approved, runID, parts, st)
+		}}
 	done, err := r.run(ctx)
 	var failed []string
 	for _, o := range done {
