@@ -42,6 +42,9 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 	}
 	defer closeAll()
 	e.TakeOver = *takeOver
+	if rp != nil {
+		e.Events = rp.Sink()
+	}
 	res, err := e.Execute(ctx, p, *dryRun)
 	if res != nil && res.Run != nil {
 		rp.setRun(res.Run.ID)

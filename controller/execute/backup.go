@@ -170,7 +170,8 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	arts, err := runfolder.Receive(ctx, stream, host, site, runfolder.Folder{Dir: part, Rel: rel}, e.Progress)
+	metered := meterBackup(stream, e.meter(run.ID, target.Step{Kind: target.BackupSite, Site: target.Site(host, site)}))
+	arts, err := runfolder.Receive(ctx, metered, host, site, runfolder.Folder{Dir: part, Rel: rel}, e.Progress)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}

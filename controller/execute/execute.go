@@ -20,6 +20,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/progress"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/target"
 )
@@ -32,7 +33,10 @@ type Executor struct {
 	// Log receives one line per step; Progress receives transfer progress (terminals only).
 	Log      io.Writer
 	Progress io.Writer
-	Now      func() time.Time
+	// Events, when set, receives step events as steps start and end, and the bytes of site
+	// backups and restores as they move (progress.Sink: safe for concurrent use).
+	Events progress.Sink
+	Now    func() time.Time
 	// AfterStep, when set, runs after each step is journalled; an error stops the run right
 	// there, as a crash would. Tests use it to interrupt runs.
 	AfterStep func(step string) error

@@ -80,6 +80,7 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 	if err := e.cur.started(ctx, p, run, runID); err != nil {
 		return nil, err
 	}
+	parts.run = run.ID
 	res := &RestoreResult{Run: run}
 	r := &stepRunner{e: e, runID: run.ID, label: "restore", keepGoing: true, storeWarns: true,
 		do: func(ctx context.Context, st target.Step) (string, error) {
@@ -185,6 +186,7 @@ func (e *Executor) restoreApproval(p *plan.Plan, runID string) (journal.Approval
 // restoreSet is what a restore works from: the artifacts of the parts asked for (checked),
 // each site's, and the steps.
 type restoreSet struct {
+	run   string // the restore's own run
 	dir   string
 	use   []Artifact
 	sites map[target.SiteRef][]Artifact
@@ -247,7 +249,7 @@ func (e *Executor) restoreParts(ctx context.Context, runID string, only map[stri
 func (e *Executor) restoreStep(ctx context.Context, p *plan.Plan, approved journal.Approval, runID string, rs *restoreSet, st target.Step) (string, error) {
 	switch st.Kind {
 	case target.RestoreSite:
-		return e.restoreSite(ctx, p, approved, rs.dir, runID, st.Site, rs.sites[st.Site])
+		return e.restoreSite(ctx, p, approved, rs, runID, st.Site)
 	case target.RestoreD1:
 		return e.restoreD1(ctx, rs.dir, rs.use)
 	case target.RestoreKV:
@@ -268,8 +270,8 @@ func (e *Executor) restoreStep(ctx context.Context, p *plan.Plan, approved journ
 // ErrNoRestoreGrant means the approval's restore grants expired.
 var ErrNoRestoreGrant = errors.New("no valid restore grant")
 
-func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, approved journal.Approval, dir, runID string, ref target.SiteRef, arts []Artifact) (string, error) {
-	host, site := ref.Host, ref.Name
+func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, approved journal.Approval, rs *restoreSet, runID string, ref target.SiteRef) (string, error) {
+	host, site, dir, arts := ref.Host, ref.Name, rs.dir, rs.sites[ref]
 	now := e.now()
 	if approved.Kind == "restore" && !now.Before(approved.ExpiresAt) {
 		// Not the plan's grants instead: the restore goes ahead under the approval it names.
@@ -283,10 +285,11 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, approved journ
 	if err != nil {
 		return "", err
 	}
-	stream, err := client.RestoreSite(ctx)
+	raw, err := client.RestoreSite(ctx)
 	if err != nil {
 		return "", err
 	}
+	stream := meterRestore(raw, e.meter(rs.run, target.Step{Kind: target.RestoreSite, Site: ref}))
 	if err := stream.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site, PlanId: runID, PlanSha256: p.PlanSHA256, Grant: g}}}); err != nil {
 		return "", fmt.Errorf("restore %s: %w", site, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/progress"
 	"github.com/prego/testreset/controller/target"
 )
 
@@ -85,7 +86,7 @@ func (r *stepRunner) step(ctx context.Context, seq, total int) (o stepOutcome, r
 		return o, false, r.fail(ctx, err, err.Error())
 	}
 	e.fault("begin", name)
-	e.observe(stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: stepStarted})
+	e.observe(stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: progress.PhaseStarted})
 	o.Detail, o.Err = r.do(ctx, cur.ID)
 	e.fault("done", name)
 	if err := e.J.Finish(ctx, r.runID, seq, o.Detail, o.Err, e.now()); err != nil {
@@ -101,9 +102,9 @@ func (r *stepRunner) step(ctx context.Context, seq, total int) (o stepOutcome, r
 		}
 	}
 	e.fault("after", name)
-	ev := stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: stepDone, detail: o.Detail}
+	ev := stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: progress.PhaseDone, detail: o.Detail}
 	if o.Err != nil {
-		ev.phase, ev.err = stepFailed, o.Err
+		ev.phase, ev.err = progress.PhaseFailed, o.Err
 	}
 	e.observe(ev)
 	if o.Err != nil {
@@ -146,24 +147,30 @@ func (r *stepRunner) finish(ctx context.Context, msg string) error {
 	return nil
 }
 
-// stepPhase is where a step is, for the observer.
-type stepPhase int
-
-const (
-	stepStarted stepPhase = iota
-	stepDone
-	stepFailed
-)
-
 // stepEvent is a step starting or ending, for the observer.
 type stepEvent struct {
 	run    string
 	step   target.Step
 	seq    int
-	phase  stepPhase
+	phase  progress.Phase
 	detail string
 	err    error
 }
 
-// observe hands a step event to the progress observer.
-func (e *Executor) observe(ev stepEvent) {}
+// observe hands a step event to the progress observer (Events), if any.
+func (e *Executor) observe(ev stepEvent) {
+	if e.Events == nil {
+		return
+	}
+	pe := progress.Event{Time: e.now(), Run: ev.run, Phase: ev.phase, Step: string(ev.step.Kind), Seq: ev.seq,
+		Site: ev.step.Site.Name, Node: ev.step.Site.Host, Detail: ev.detail}
+	if ev.err != nil {
+		pe.Err = ev.err.Error()
+	}
+	e.Events.Emit(pe)
+}
+
+// meter returns a byte meter for a step on a site, reporting to Events.
+func (e *Executor) meter(run string, st target.Step) *progress.Meter {
+	return progress.NewMeter(e.Events, progress.Event{Run: run, Step: string(st.Kind), Site: st.Site.Name, Node: st.Site.Host}, e.now)
+}

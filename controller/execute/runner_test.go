@@ -2,6 +2,8 @@ package execute_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/progress"
+	"github.com/prego/testreset/controller/target"
 )
 
 // executed executes a new plan of qa1@example.test in-process and returns its run.
@@ -136,4 +140,59 @@ func TestRestoreStopsOnJournalFailure(t *testing.T) {
 			w.stripe.AddSubscription("cus_test_qa1a", "sub_test_qa1a", "active")
 		})
 	}
+}
+
+// Execute and restore report every step's start and end to Events, in journal order, and
+// the bytes of site backups and restores as they move.
+func TestStepEvents(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	path := w.approvedPlan(t, "--email", "qa1@example.test")
+	p, err := plan.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, done := w.executor(t)
+	defer done()
+	rec := &progress.Recorder{}
+	e.Events = rec
+	res, err := e.Execute(context.Background(), p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, rec *progress.Recorder, steps []journal.Step) {
+		t.Helper()
+		var got, want []string
+		bytes := map[string]int64{}
+		for _, ev := range rec.Events() {
+			switch ev.Phase {
+			case progress.PhaseProgress:
+				bytes[ev.Site+"@"+ev.Node] = ev.Bytes
+			default:
+				got = append(got, fmt.Sprintf("%s %d %s %s@%s", ev.Phase, ev.Seq, ev.Step, ev.Site, ev.Node))
+			}
+		}
+		for _, s := range steps {
+			site := s.ID.Site.Name + "@" + s.ID.Site.Host
+			want = append(want, fmt.Sprintf("%s %d %s %s", progress.PhaseStarted, s.Seq, s.ID.Kind, site),
+				fmt.Sprintf("%s %d %s %s", progress.PhaseDone, s.Seq, s.ID.Kind, site))
+			if s.ID.Kind.PerSite() && s.ID.Kind != target.DropSite && bytes[site] == 0 {
+				t.Errorf("%s: no bytes reported for %s", what, s.Name)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s events:\n%s\nwant:\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	check("execute", rec, res.Steps)
+	rec = &progress.Recorder{}
+	e.Events = rec
+	rr, err := e.Restore(context.Background(), res.Run.ID, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := e.J.Steps(context.Background(), rr.Run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("restore", rec, steps)
 }

@@ -333,7 +333,8 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
-	arts, err := runfolder.Receive(ctx, stream, host, site, e.Team.Sink(prefix), e.Progress)
+	metered := meterBackup(stream, e.meter(run.ID, target.Step{Kind: target.BackupSite, Site: target.Site(host, site)}))
+	arts, err := runfolder.Receive(ctx, metered, host, site, e.Team.Sink(prefix), e.Progress)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
