@@ -1,12 +1,15 @@
 package execute_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/prego/testreset/controller/cli"
 	"github.com/prego/testreset/controller/progress"
 )
 
@@ -152,5 +155,50 @@ func TestJSONEvents(t *testing.T) {
 		if got := moved["restore site "+site]; got != n {
 			t.Errorf("restore site %s: events say %d bytes, the manifest %d", site, got, n)
 		}
+	}
+}
+
+// TestLiveView runs execute through the CLI as on a terminal: the live view draws, the
+// run's log lines and every step's end print above it, and nothing but the view's own
+// cursor movements reaches the terminal as a control sequence.
+func TestLiveView(t *testing.T) {
+	w := newWorld(t, "sqlite")
+	out := w.must("inventory", "--config", w.alice, "--email", "qa1@example.test")
+	plan := planPath(t, out)
+	w.must("approve", "--config", w.bob, plan)
+
+	var stdout, stderr bytes.Buffer
+	code := cli.Main([]string{"execute", "--config", w.alice, plan}, &cli.Env{Stdout: &stdout, Stderr: &stderr, Version: "test",
+		Getenv: func(k string) string { return w.env[k] }, Terminal: true, Width: func() int { return 100 }})
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "change record:") {
+		t.Errorf("stdout lacks the change record:\n%s", stdout.String())
+	}
+	view := regexp.MustCompile(`\x1b\[[0-9]+A\r\x1b\[J`)
+	text := view.ReplaceAllString(stderr.String(), "")
+	if strings.ContainsAny(text, "\x1b\r") {
+		t.Errorf("stderr carries control characters besides the view's:\n%q", text)
+	}
+	for _, want := range []string{
+		"preflight: taking the inventory again\n",
+		"done     backup site qa1a.erp.example.test on node1.internal in ",
+		"done     drop site qa1b.erp.example.test on node1.internal in ",
+		"done     change record in ",
+		" done: 13 step(s) done, 0 failed, 0 skipped, ",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, text)
+		}
+	}
+	// The view drew, and is gone at the end: the last write erased it and printed only
+	// lines above.
+	all := stderr.String()
+	if !strings.Contains(all, " running, ") {
+		t.Errorf("the view never drew:\n%q", all)
+	}
+	if i := strings.LastIndex(all, "\x1b[J"); i >= 0 && strings.Contains(all[i:], " running, ") {
+		t.Errorf("the view is still on the screen at the end:\n%q", all[i:])
 	}
 }
