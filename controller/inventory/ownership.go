@@ -105,10 +105,19 @@ func literal(v d1.Value) string {
 func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Options, inv *Inventory) error {
 	w := c.newOwnerWalk(cfg)
 	level := w.firstLevel()
+	var undecided []Shared
 	for depth := 0; len(level) > 0; depth++ {
 		if depth >= maxOwnerLevels || len(w.nodes) > maxOwnerRows {
-			inv.Errors = append(inv.Errors, fmt.Sprintf("ownership check stopped after %d levels and %d rows outside the plan: too much is shared to decide safely", depth, len(w.nodes)))
-			return nil
+			// The targets whose rows lead to what is left unread are blocked; the owners
+			// found so far still count for everyone.
+			why := fmt.Sprintf("ownership check stopped after %d levels and %d rows outside the plan: too much is shared to decide safely", depth, len(w.nodes))
+			ts := w.originTargets(level)
+			if len(ts) == 0 {
+				inv.Errors = append(inv.Errors, why)
+			} else {
+				undecided = append(undecided, Shared{Path: why, Owner: "unknown", Targets: ts})
+			}
+			break
 		}
 		fetched, err := w.fetch(ctx, level)
 		if err != nil {
@@ -117,8 +126,34 @@ func (c *collector) ownership(ctx context.Context, cfg *config.Config, opt Optio
 		level = w.addNodes(level, fetched)
 	}
 	w.noteMemberships(inv)
-	inv.Shared = dedupeShared(w.sharedPaths(opt, inv))
+	inv.Shared = dedupeShared(append(w.sharedPaths(opt, inv), undecided...))
 	return nil
+}
+
+// originTargets are the targets of the collected rows that lead to the references of level,
+// directly or through rows outside the plan.
+func (w *ownerWalk) originTargets(level []ownerRef) []int {
+	ts := map[int]bool{}
+	visited := map[int]bool{}
+	queue := make([]referrer, 0, len(level))
+	for _, rf := range level {
+		queue = append(queue, rf.by)
+	}
+	for len(queue) > 0 {
+		by := queue[0]
+		queue = queue[1:]
+		if by.node < 0 {
+			for t := range w.c.rows[by.table].Targets[by.row] {
+				ts[t] = true
+			}
+			continue
+		}
+		if !visited[by.node] {
+			visited[by.node] = true
+			queue = append(queue, w.nodes[by.node].refs...)
+		}
+	}
+	return sortedSet(ts)
 }
 
 // ownerWalk is the state of one ownership check: the rows outside the plan found so far.

@@ -223,3 +223,55 @@ func TestSweepAttackRuntimeValues(t *testing.T) {
 		}
 	}
 }
+
+// chainSQL is a self-referencing table under the tenant root: n rows outside the plan, each
+// the parent of the next, and t_test_solo's row at the end of the chain.
+func chainSQL(n int) string {
+	var b strings.Builder
+	b.WriteString("CREATE TABLE chain (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES chain (id), tenant_id TEXT REFERENCES tenants_master (tenant_id));\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "INSERT INTO chain (id, parent) VALUES (%d, %s);\n", i, map[bool]string{true: "NULL", false: fmt.Sprint(i - 1)}[i == 1])
+	}
+	fmt.Fprintf(&b, "INSERT INTO chain (id, parent, tenant_id) VALUES (1000, %d, 't_test_solo');\n", n)
+	return b.String()
+}
+
+// TestSweepAttackOwnershipLimit: a target whose ownership check cannot finish (a chain of
+// rows outside the plan deeper than the check follows) is skipped for it; it does not make
+// the others' plan unapprovable.
+func TestSweepAttackOwnershipLimit(t *testing.T) {
+	cases := []struct {
+		name  string
+		sql   string
+		check sweepCheck
+	}{
+		{
+			name: "a chain the check follows to its end belongs to no one",
+			sql:  chainSQL(20),
+			check: sweepCheck{
+				forbidden: []string{"t_prod", "chain(20)"},
+			},
+		},
+		{
+			name: "a chain deeper than the check follows",
+			sql:  chainSQL(40),
+			check: sweepCheck{
+				skip: []string{"email solo@example.test", "tenant t_test_solo"},
+				why: map[string]string{
+					"tenant t_test_solo":      "ownership check stopped",
+					"email solo@example.test": "ownership check stopped",
+				},
+				forbidden: []string{"t_prod", "t_test_solo", "chain("},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sqliteEnv(t)
+			if _, err := e.raw.Exec(soloSQL + tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()})
+		})
+	}
+}
