@@ -18,6 +18,7 @@ import (
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/target"
 	"github.com/prego/testreset/internal/grant"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
@@ -304,31 +305,7 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, approved journ
 	if sendErr != nil {
 		return "", fmt.Errorf("restore %s on %s: %w", site, host, sendErr)
 	}
-	return restoreDetail(host, resp)
-}
-
-// restoreDetail describes what the agent did with each part of a site, and fails unless
-// every part is back and verified.
-func restoreDetail(host string, resp *agentv1.RestoreSiteResponse) (string, error) {
-	var parts, missing []string
-	for _, p := range resp.GetParts() {
-		what := "restored"
-		switch p.GetStatus() {
-		case agentv1.PartStatus_PART_STATUS_PRESENT:
-			what = "present, left as it is"
-		case agentv1.PartStatus_PART_STATUS_FAILED:
-			what = "FAILED: " + p.GetDetail()
-		}
-		parts = append(parts, p.GetPart()+" "+what)
-		if !p.GetVerified() {
-			missing = append(missing, p.GetPart())
-		}
-	}
-	if !resp.GetComplete() || len(resp.GetParts()) == 0 || len(missing) > 0 {
-		return "", fmt.Errorf("site %s on %s not completely restored (%s)", resp.GetSite(), host, strings.Join(parts, "; "))
-	}
-	return fmt.Sprintf("site %s on %s: %s; database %s (%d + %d bytes)", resp.GetSite(), host, strings.Join(parts, ", "),
-		resp.GetDbName(), resp.GetDbBytes(), resp.GetFilesBytes()), nil
+	return runfolder.DescribeRestore(host, resp)
 }
 
 // restoreD1 inserts every backed-up row, parent tables first, within D1's request budget
