@@ -7,9 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/prego/testreset/controller/billing"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/internal/testing/stripetest"
+	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
 
 // sweepCheck runs a sweep and checks which targets stay and which are skipped (with a part
@@ -272,6 +276,84 @@ func TestSweepAttackOwnershipLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()})
+		})
+	}
+}
+
+// downNode answers like nodes, but its host is unreachable.
+type downNode struct {
+	nodes
+	host string
+}
+
+func (d downNode) InspectSite(ctx context.Context, host, site string) (*agentv1.InspectSiteResponse, error) {
+	if host == d.host {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
+	return d.nodes.InspectSite(ctx, host, site)
+}
+
+// TestSweepAttackShapes: an unreachable node skips only its targets; a long chain of test
+// tenants linked by test users, one end joined by a real customer, is skipped whole in one
+// inventory (the skips spread in memory, not one inventory per link).
+func TestSweepAttackShapes(t *testing.T) {
+	const links = 40
+	var chain strings.Builder
+	var chainTargets []string
+	for i := range links {
+		fmt.Fprintf(&chain, "INSERT INTO tenants_master (tenant_id, name, subdomain, status) VALUES ('t_test_link%02d', 'link', 'link%02d', 'trial');\n", i, i)
+		fmt.Fprintf(&chain, "INSERT INTO users (id, email, created_at) VALUES (%d, 'link%02d@example.test', '2025-01-01');\n", 200+i, i)
+		// User i owns tenant i and is a member of tenant i+1.
+		fmt.Fprintf(&chain, "INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (%d, 't_test_link%02d', 'owner');\n", 200+i, i)
+		if i+1 < links {
+			fmt.Fprintf(&chain, "INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (%d, 't_test_link%02d', 'member');\n", 200+i, i+1)
+		}
+		chainTargets = append(chainTargets, fmt.Sprintf("tenant t_test_link%02d", i), fmt.Sprintf("email link%02d@example.test", i))
+	}
+	cases := []struct {
+		name   string
+		sql    string
+		down   string
+		check  sweepCheck
+		rounds int
+	}{
+		{
+			name: "a node that cannot be reached",
+			sql:  `INSERT INTO tenant_runtime (tenant_id, site_name, host, subdomain) VALUES ('t_test_solo', 'solo.erp.example.test', 'node9.internal', 'solo');`,
+			down: "node9.internal",
+			check: sweepCheck{
+				skip:      []string{"email solo@example.test", "tenant t_test_solo"},
+				why:       map[string]string{"tenant t_test_solo": "agent node9.internal: Unavailable"},
+				forbidden: []string{"t_prod", "t_test_solo", "node9"},
+			},
+			rounds: 2,
+		},
+		{
+			name:  "a chain of test tenants, all clean",
+			sql:   chain.String(),
+			check: sweepCheck{forbidden: []string{"t_prod", "realcustomer"}},
+		},
+		{
+			name: "a chain of test tenants whose last one a real customer joined",
+			sql:  chain.String() + fmt.Sprintf("INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (4, 't_test_link%02d', 'member');\n", links-1),
+			check: sweepCheck{
+				skip:      chainTargets,
+				why:       map[string]string{fmt.Sprintf("tenant t_test_link%02d", links-1): "real members: owner@realcustomer.example", "tenant t_test_link00": "which is skipped"},
+				forbidden: []string{"t_prod", "realcustomer", "link"},
+			},
+			rounds: 2,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sqliteEnv(t)
+			if _, err := e.raw.Exec(soloSQL + tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			res := tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: downNode{exampleNodes(), tc.down}})
+			if tc.rounds > 0 && res.Rounds > tc.rounds {
+				t.Errorf("%d inventories, want at most %d", res.Rounds, tc.rounds)
+			}
 		})
 	}
 }
