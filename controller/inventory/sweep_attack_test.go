@@ -357,3 +357,74 @@ func TestSweepAttackShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestSweepAttackDrift: data that changes between the sweep and approve or execute shows in
+// the inventory they take again of the plan's targets: a user joining a swept tenant
+// blocks it, an allowlisted user who is not one of the sweep's targets included (the plan
+// carries that it is a sweep), and a new row is a difference.
+func TestSweepAttackDrift(t *testing.T) {
+	cases := []struct {
+		name    string
+		sql     string
+		blocked string // part of a guard's refusal, or "" for none
+		differs bool
+	}{
+		{
+			name:    "a real customer joins a swept tenant",
+			sql:     `INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (5, 't_test_solo', 'member');`,
+			blocked: "real members: books@realcustomer.example",
+			differs: true,
+		},
+		{
+			name: "a new test user who is not a target joins a swept tenant",
+			sql: `INSERT INTO users (id, email, created_at) VALUES (77, 'late@example.test', '2026-01-01');
+INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (77, 't_test_solo', 'member');`,
+			blocked: "user late@example.test, not a target of this sweep",
+			differs: true,
+		},
+		{
+			name:    "a new row under a swept tenant",
+			sql:     `INSERT INTO jobs (tenant_id, kind) VALUES ('t_test_solo', 'backup');`,
+			differs: true,
+		},
+		{
+			name: "a production row changes",
+			sql:  `UPDATE jobs SET enabled = 0 WHERE tenant_id = 't_prod_acme';`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := sqliteEnv(t)
+			if _, err := e.raw.Exec(soloSQL); err != nil {
+				t.Fatal(err)
+			}
+			src := inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()}
+			res, err := inventory.Sweep(ctx, src, inventory.SweepOptions{}, inventory.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(targetNames(res.Targets), "tenant t_test_solo") || res.Inventory.Blocked() {
+				t.Fatalf("sweep: targets %v, blocked %v", targetNames(res.Targets), res.Inventory.GuardBlocks())
+			}
+			if _, err := e.raw.Exec(tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			live, err := inventory.Run(ctx, src, res.Targets, inventory.Options{Sweep: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			blocks := strings.Join(live.GuardBlocks(), "; ")
+			switch {
+			case tc.blocked == "" && blocks != "":
+				t.Errorf("blocked: %s", blocks)
+			case tc.blocked != "" && !strings.Contains(blocks, tc.blocked):
+				t.Errorf("blocked %q, want %q", blocks, tc.blocked)
+			}
+			d := append(inventory.Diff(res.Inventory, live), inventory.Missing(res.Inventory, live)...)
+			if got := len(d) > 0; got != tc.differs {
+				t.Errorf("differences %v, want some: %v", d, tc.differs)
+			}
+		})
+	}
+}
