@@ -17,7 +17,11 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 	dryRun := fs.Bool("dry-run", false, "print the steps with counts and change nothing")
 	takeOver := fs.Bool("take-over", false, "take over the expired leases of a dead run on the same targets (recorded)")
 	pf := addProgressFlags(fs)
+	cf := addConcurrencyFlags(fs)
 	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	if err := cf.check(); err != nil {
 		return err
 	}
 	var rp *runProgress
@@ -30,7 +34,7 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 			return err
 		}
 		// The summary is the run's last event, whatever ends it.
-		defer func() { rp.finish("", err) }()
+		defer func() { rp.finish(outcomeOf(err), err) }()
 	}
 	p, err := readPlanArg(ctx, env, *cfgPath, fs.Arg(0))
 	if err != nil {
@@ -42,6 +46,7 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 	}
 	defer closeAll()
 	e.TakeOver = *takeOver
+	cf.apply(e)
 	if rp != nil {
 		e.Events = rp.Sink()
 	}
@@ -81,6 +86,8 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 			return withHint(err, "see 'resetctl status --config %s' and 'resetctl runs --config %s'", *cfgPath, *cfgPath)
 		case errors.Is(err, execute.ErrRunElsewhere):
 			return withHint(err, "one run per plan: see 'resetctl runs --config %s'", *cfgPath)
+		case errors.As(err, new(*execute.PartialError)):
+			return withHint(err, "the failed targets' steps are pending in the journal (resetctl status --config %s %s); a second execute of the same plan does exactly the rest", *cfgPath, res.Run.ID)
 		case isHeld(err):
 			return heldHint(err)
 		case errors.As(err, new(*execute.DiskFullError)):

@@ -100,7 +100,8 @@ func openExecutor(env *Env, cfgPath string) (*execute.Executor, func(), error) {
 		b.Close()
 		return nil, nil, err
 	}
-	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr, Team: team}
+	e := &execute.Executor{B: b, J: j, StateDir: cfg.StateDir, Log: env.Stderr, Team: team,
+		Concurrency: cfg.Execute.Concurrency, PerNode: cfg.Execute.PerNode}
 	if e.Fault, err = faultHook(env.Getenv("RESETCTL_TEST_FAULT")); err != nil {
 		j.Close()
 		b.Close()

@@ -18,7 +18,11 @@ func runRestore(ctx context.Context, env *Env, args []string) (err error) {
 	approval := fs.String("approval", "", "plan file with fresh restore grants from 'resetctl approve --restore RUN'")
 	takeOver := fs.Bool("take-over", false, "take over the expired leases of a dead run on the same targets (recorded)")
 	pf := addProgressFlags(fs)
+	cf := addConcurrencyFlags(fs)
 	if err := parse(fs, args, 1); err != nil {
+		return err
+	}
+	if err := cf.check(); err != nil {
 		return err
 	}
 	parts := map[string]bool{}
@@ -43,6 +47,7 @@ func runRestore(ctx context.Context, env *Env, args []string) (err error) {
 	}
 	defer closeAll()
 	e.TakeOver = *takeOver
+	cf.apply(e)
 	e.Events = rp.Sink()
 	res, err := e.Restore(ctx, fs.Arg(0), parts, *approval)
 	if res != nil && res.Run != nil {

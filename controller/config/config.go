@@ -33,9 +33,19 @@ type Config struct {
 	Spec       Spec       `yaml:"spec"`
 	Store      Store      `yaml:"store"`
 	Record     Record     `yaml:"record"`
+	Execute    Execute    `yaml:"execute"`
 
 	// Path is the file the config was read from.
 	Path string `yaml:"-"`
+}
+
+// Execute bounds how much execute and restore do at once. Site backups, drops and restores
+// run concurrently across nodes; everything else runs one step at a time.
+type Execute struct {
+	// Concurrency is how many site steps run at once in all (default 4).
+	Concurrency int `yaml:"concurrency"`
+	// PerNode is how many site steps run at once on one node (default 1).
+	PerNode int `yaml:"per_node"`
 }
 
 // Identity is the operator's certificate, key and the deployment CA.
@@ -269,6 +279,12 @@ func (c *Config) resolve(dir string) {
 	if c.Cloudflare.MaxRetryWait == 0 {
 		c.Cloudflare.MaxRetryWait = 6 * time.Minute
 	}
+	if c.Execute.Concurrency == 0 {
+		c.Execute.Concurrency = 4
+	}
+	if c.Execute.PerNode == 0 {
+		c.Execute.PerNode = 1
+	}
 	for i := range c.Spec.KV {
 		if c.Spec.KV[i].Match == "" {
 			c.Spec.KV[i].Match = "exact"
@@ -285,6 +301,12 @@ func (c *Config) validate() error {
 		if f.path == "" {
 			bad(f.key, "required")
 		}
+	}
+	if c.Execute.Concurrency < 1 {
+		bad("execute.concurrency", "%d: at least 1", c.Execute.Concurrency)
+	}
+	if c.Execute.PerNode < 1 {
+		bad("execute.per_node", "%d: at least 1", c.Execute.PerNode)
 	}
 	if c.Agents.Port < 1 || c.Agents.Port > 65535 {
 		bad("agents.port", "%d is not a port", c.Agents.Port)

@@ -90,6 +90,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bare domain", base + "guards: {email_allowlist: ['*@test']}\n", "full domain"},
 		{"no at", base + "guards: {email_allowlist: ['example.test']}\n", "LOCAL@DOMAIN"},
 		{"every tenant", base + "guards: {tenant_allowlist: ['*']}\n", "guards.tenant_allowlist[0]"},
+		{"negative concurrency", base + "execute: {concurrency: -1}\n", "execute.concurrency"},
+		{"negative per node", base + "execute: {per_node: -2}\n", "execute.per_node"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,5 +129,25 @@ func TestSpecHashChangesWithSpec(t *testing.T) {
 	b, _ := config.Load(p)
 	if a.SpecHash() == b.SpecHash() {
 		t.Fatal("different specs, same hash")
+	}
+}
+
+func TestExecuteLimits(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resetctl.yaml")
+	for _, tt := range []struct {
+		yaml string
+		want config.Execute
+	}{
+		{"", config.Execute{Concurrency: 4, PerNode: 1}},
+		{"execute: {concurrency: 8, per_node: 2}\n", config.Execute{Concurrency: 8, PerNode: 2}},
+	} {
+		os.WriteFile(p, []byte(base+tt.yaml), 0o600)
+		c, err := config.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Execute; got != tt.want {
+			t.Errorf("%q: execute = %+v, want %+v", tt.yaml, got, tt.want)
+		}
 	}
 }

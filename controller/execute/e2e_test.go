@@ -3,11 +3,13 @@ package execute_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -46,19 +48,28 @@ type world struct {
 	mdb    *mariadbtest.Server
 	// proc is the agent as its own process (worldOptions.AgentBin), nil when in-process.
 	proc *agentProcess
+	// agents are every node's agent (agent first), procs their processes.
+	agents []*agenttest.Agent
+	procs  []*agentProcess
 }
 
-// worldOptions vary a world: its MariaDB (default the package's), the agent as its own
-// process (a reset-agent binary) and larger sites.
 // carol is a third operator, beside agenttest.Alice and Bob.
 const carol = "carol@example.test"
 
+// node2 is the second node of a world of two (worldOptions.nodes).
+const node2 = "node2.internal"
+
+// worldOptions vary a world: its MariaDB (default the package's), the agent as its own
+// process (a reset-agent binary), larger sites and a second node.
 type worldOptions struct {
 	backend    string
 	mdb        *mariadbtest.Server
 	agentBin   string
 	extraBytes int
-	cf         cfapitest.Options // the Cloudflare API server's options
+	// nodes 2 puts qa1b.erp.example.test (tenant t_test_qa1b) on a second node with an
+	// agent of its own under the same CA.
+	nodes int
+	cf    cfapitest.Options // the Cloudflare API server's options
 }
 
 // newWorld builds a world; cf, when given, configures the Cloudflare API server.
@@ -79,16 +90,27 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	}
 	ctx := context.Background()
 	a := agenttest.NewT(t, agenttest.Options{MariaDB: o.mdb, Operators: []string{agenttest.Alice, agenttest.Bob, carol}})
-	w := &world{t: t, agent: a, sites: map[string]*agenttest.Site{}, env: map[string]string{}, mdb: o.mdb}
+	w := &world{t: t, agent: a, sites: map[string]*agenttest.Site{}, env: map[string]string{}, mdb: o.mdb, agents: []*agenttest.Agent{a}}
+	if o.nodes > 1 {
+		w.agents = append(w.agents, agenttest.NewT(t, agenttest.Options{MariaDB: o.mdb, PKI: a.PKI, Host: node2,
+			Operators: []string{agenttest.Alice, agenttest.Bob, carol}}))
+	}
 	for _, name := range []string{"qa1a.erp.example.test", "qa1b.erp.example.test", "acme.prod.example.com"} {
-		s, err := a.MakeSite(ctx, name, agenttest.SiteOptions{ExtraBytes: o.extraBytes})
+		on := a
+		if name == "qa1b.erp.example.test" && o.nodes > 1 {
+			on = w.agents[1]
+		}
+		s, err := on.MakeSite(ctx, name, agenttest.SiteOptions{ExtraBytes: o.extraBytes})
 		if err != nil {
 			t.Fatal(err)
 		}
 		w.sites[name] = s
 	}
 	if o.agentBin != "" {
-		w.proc = startAgentProcess(t, a, o.agentBin)
+		for _, ag := range w.agents {
+			w.procs = append(w.procs, startAgentProcess(t, ag, o.agentBin))
+		}
+		w.proc = w.procs[0]
 	}
 	// The example config's backend and spec sections, with absolute data paths.
 	raw, err := os.ReadFile("../../examples/resetctl.yaml")
@@ -128,6 +150,17 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	if err := exampledata.Seed(ctx, seedCfg, ex+"controlplane.sql", ex+"seed.sql", ex+"kv-seed.json"); err != nil {
 		t.Fatal(err)
 	}
+	if o.nodes > 1 {
+		db, err := sql.Open("sqlite", seedCfg.D1.SQLite.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Exec("UPDATE tenant_runtime SET host = ? WHERE tenant_id = 't_test_qa1b'", node2)
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	if backend == "cloudflare" {
 		w.cf = cfapitest.New(t, o.cf)
 		w.env["CLOUDFLARE_API_TOKEN"] = w.cf.Token()
@@ -161,13 +194,19 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 			t.Fatal(err)
 		}
 	}
-	if w.alice, err = a.WriteResetctlConfig("alice@example.test", string(extra)); err != nil {
+	// Every node's agent under the first one's CA.
+	writeConfig := func(identity string) (string, error) {
+		p := filepath.Join(a.Dir, "resetctl-"+identity+".yaml")
+		body := "state_dir: " + strconv.Quote(filepath.Join(a.Dir, "state")) + "\n" + agenttest.ResetctlYAML(identity, w.agents...) + string(extra)
+		return p, os.WriteFile(p, []byte(body), 0o600)
+	}
+	if w.alice, err = writeConfig("alice@example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if w.bob, err = a.WriteResetctlConfig("bob@example.test", string(extra)); err != nil {
+	if w.bob, err = writeConfig("bob@example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if w.carol, err = a.WriteResetctlConfig(carol, string(extra)); err != nil {
+	if w.carol, err = writeConfig(carol); err != nil {
 		t.Fatal(err)
 	}
 	if w.cfg, err = config.Load(w.alice); err != nil {

@@ -45,6 +45,9 @@ type Executor struct {
 	// journalled) and "after:STEP" (journalled), for execute and restore steps alike. The
 	// fault suite uses it to kill or stop the process at exactly that point.
 	Fault func(point string)
+	// Concurrency bounds the site steps (backups, drops, restores) that run at once, in all
+	// and on one node (PerNode); 0 means 1.
+	Concurrency, PerNode int
 	// Team, when set, is the run store: leases on the targets, the run's record and
 	// journal events, and (shared stores) the backups. TakeOver replaces expired leases.
 	Team     *runs.Team
@@ -52,7 +55,8 @@ type Executor struct {
 	synced   map[string]string // store key -> sha256 of what syncRun last sent
 	cur      *teamRun          // the run in progress, as the team sees it
 
-	inv *inventory.Inventory // taken at the start of this execution
+	inv  *inventory.Inventory // taken at the start of this execution
+	hold *holds               // targets this execution leaves for later
 }
 
 func (e *Executor) fault(point, step string) {
@@ -132,7 +136,8 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 		return nil, err
 	}
 	res := &Result{Run: run}
-	r := &stepRunner{e: e, runID: run.ID, label: "step", do: func(ctx context.Context, st target.Step) (string, error) {
+	e.hold = newHolds(e.inv.Sites, p.Targets)
+	r := &stepRunner{e: e, runID: run.ID, label: "step", holds: e.hold, do: func(ctx context.Context, st target.Step) (string, error) {
 		return e.step(ctx, p, run, st, res)
 	}}
 	if _, err := r.run(ctx); err != nil {
@@ -376,7 +381,7 @@ func (e *Executor) describe(steps []target.Step) []string {
 		case target.RoutingOff:
 			what = fmt.Sprintf("%d routing key(s)", routing)
 		case target.DeleteD1:
-			what = fmt.Sprintf("%d row(s), children first, one atomic batch per target", rows)
+			what = fmt.Sprintf("%d row(s), children first, batched across targets within D1's request budget", rows)
 		case target.DeleteKV:
 			what = fmt.Sprintf("%d key(s)", len(inv.KV)-routing)
 		case target.Stripe:

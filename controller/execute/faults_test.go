@@ -313,9 +313,9 @@ func (f *faults) reseed() {
 	f.w.stripe.AddSubscription("cus_test_qa1a", "sub_test_qa1a", "active")
 }
 
-// execute runs execute and expects it to complete.
-func (f *faults) execute(planPath string) error {
-	c := f.run("", "execute", "--config", f.w.alice, planPath)
+// execute runs execute (with extra flags) and expects it to complete.
+func (f *faults) execute(planPath string, extra ...string) error {
+	c := f.run("", append([]string{"execute", "--config", f.w.alice, planPath}, extra...)...)
 	// MariaDB killed inside DROP DATABASE can leave files it no longer knows: the error
 	// names the folder, the operator removes it, and the same execute goes on.
 	const leftover = "MariaDB left files of an interrupted drop: remove the folder "
@@ -324,7 +324,7 @@ func (f *faults) execute(planPath string) error {
 		if err := os.RemoveAll(dir); err != nil {
 			return err
 		}
-		c = f.run("", "execute", "--config", f.w.alice, planPath)
+		c = f.run("", append([]string{"execute", "--config", f.w.alice, planPath}, extra...)...)
 	}
 	if c.code != 0 || !strings.Contains(c.out.String(), "completed") {
 		return fmt.Errorf("execute: %s", c)

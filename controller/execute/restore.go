@@ -62,42 +62,17 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 	if err != nil {
 		return nil, err
 	}
-	now := e.now().UTC()
-	id, err := journal.NewRunID(now, "")
+	run, err := e.openRestore(ctx, p, orig, runID, approved, parts)
 	if err != nil {
 		return nil, err
 	}
-	run := &journal.Run{ID: runID + "-restore-" + id, Kind: "restore", PlanSHA256: orig.PlanSHA256,
-		Operator: e.operator(), Approver: approved.Identity, StartedAt: now}
-	if e.cur, err = e.teamBegin(ctx, p, "restore", run.ID); err != nil {
-		return nil, err
-	}
-	if err := e.J.CreateRun(ctx, run, parts.steps); err != nil {
-		return nil, diskHint(err, run.ID, "start")
-	}
-	if err := e.J.AddApproval(ctx, run.ID, approved); err != nil {
-		return nil, diskHint(err, run.ID, "start")
-	}
-	if err := e.cur.started(ctx, p, run, runID); err != nil {
-		return nil, err
-	}
-	parts.run = run.ID
 	res := &RestoreResult{Run: run}
 	r := &stepRunner{e: e, runID: run.ID, label: "restore", keepGoing: true, storeWarns: true,
 		do: func(ctx context.Context, st target.Step) (string, error) {
 			return e.restoreStep(ctx, p, approved, runID, parts, st)
 		}}
 	done, err := r.run(ctx)
-	var failed []string
-	for _, o := range done {
-		if o.Err == nil {
-			res.Lines = append(res.Lines, o.Step.Name+": "+o.Detail)
-			continue
-		}
-		res.Lines = append(res.Lines, o.Step.Name+": FAILED: "+o.Err.Error())
-		failed = append(failed, o.Step.Name)
-		res.NoGrant = res.NoGrant || errors.Is(o.Err, ErrNoRestoreGrant)
-	}
+	failed := res.add(done)
 	if err != nil {
 		return res, err
 	}
@@ -120,6 +95,46 @@ func (e *Executor) restore(ctx context.Context, runID string, only map[string]bo
 		return res, err
 	}
 	return res, nil
+}
+
+// openRestore starts the restore run of runID: journalled with its steps and the approval
+// it goes ahead under, its lease taken and its record in the run store.
+func (e *Executor) openRestore(ctx context.Context, p *plan.Plan, orig *journal.Run, runID string, approved journal.Approval, parts *restoreSet) (*journal.Run, error) {
+	now := e.now().UTC()
+	id, err := journal.NewRunID(now, "")
+	if err != nil {
+		return nil, err
+	}
+	run := &journal.Run{ID: runID + "-restore-" + id, Kind: "restore", PlanSHA256: orig.PlanSHA256,
+		Operator: e.operator(), Approver: approved.Identity, StartedAt: now}
+	parts.run = run.ID
+	if e.cur, err = e.teamBegin(ctx, p, "restore", run.ID); err != nil {
+		return nil, err
+	}
+	if err := e.J.CreateRun(ctx, run, parts.steps); err != nil {
+		return nil, diskHint(err, run.ID, "start")
+	}
+	if err := e.J.AddApproval(ctx, run.ID, approved); err != nil {
+		return nil, diskHint(err, run.ID, "start")
+	}
+	if err := e.cur.started(ctx, p, run, runID); err != nil {
+		return nil, err
+	}
+	return run, nil
+}
+
+// add lists the steps that ran, one line each, and returns the names of those that failed.
+func (res *RestoreResult) add(done []stepOutcome) (failed []string) {
+	for _, o := range done {
+		if o.Err == nil {
+			res.Lines = append(res.Lines, o.Step.Name+": "+o.Detail)
+			continue
+		}
+		res.Lines = append(res.Lines, o.Step.Name+": FAILED: "+o.Err.Error())
+		failed = append(failed, o.Step.Name)
+		res.NoGrant = res.NoGrant || errors.Is(o.Err, ErrNoRestoreGrant)
+	}
+	return failed
 }
 
 // restoreSource brings the executed run's folder (from the run store when it ran on

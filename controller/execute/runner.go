@@ -4,17 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/progress"
 	"github.com/prego/testreset/controller/target"
 )
 
-// stepRunner runs the journalled steps of one run (execute or restore), in order. The
-// journal is the truth: each step is read again before it runs (a step another process
-// finished is not repeated), journalled as running before it does anything and with its
-// outcome after; the run store hears of both, the fault points and the observer are called
-// around it, and every journal write is checked.
+// stepRunner runs the journalled steps of one run (execute or restore), in order; a
+// stretch of site steps of one kind (backups, drops, restores) runs concurrently across
+// nodes, within the executor's limits (see group). The journal is the truth: each step is
+// read again before it runs (a step another process finished is not repeated), journalled
+// as running before it does anything and with its outcome after; the run store hears of
+// both, the fault points and the observer are called around it, and every journal write is
+// checked. Journal and run-store writes are serialized.
 type stepRunner struct {
 	e     *Executor
 	runID string
@@ -27,6 +30,12 @@ type stepRunner struct {
 	// storeWarns: a run-store event that cannot be written after a step is a warning, not
 	// a stop (restore).
 	storeWarns bool
+	// holds, when set (execute), keeps a failing node to its own targets: a failed site
+	// step holds the targets of its site and stops its node; the run goes on for the
+	// others and ends partial before verification.
+	holds *holds
+
+	mu sync.Mutex // journal, run store, AfterStep
 }
 
 // stepOutcome is a step that ran, with its detail or error.
@@ -37,16 +46,33 @@ type stepOutcome struct {
 }
 
 // run runs every step not done yet. It returns the steps that ran; err is set when the run
-// stopped (a failed step without keepGoing, a journal or lease failure), and then the run is
-// journalled as failed (or as much as the journal allows, said in err).
+// stopped (a failed step without keepGoing, a journal or lease failure, targets held), and
+// then the run is journalled as failed or partial (or as much as the journal allows, said
+// in err).
 func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
 	js, err := r.e.J.Steps(ctx, r.runID)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: read the journal: %w", r.runID, err)
 	}
 	var out []stepOutcome
-	for _, st := range js {
-		o, ran, err := r.step(ctx, st.Seq, len(js))
+	for i := 0; i < len(js); {
+		n := 1
+		for k := js[i].ID.Kind; k.PerSite() && i+n < len(js) && js[i+n].ID.Kind == k; {
+			n++
+		}
+		if js[i].ID.Kind.PerSite() {
+			done, err := r.group(ctx, js[i:i+n], len(js))
+			out = append(out, done...)
+			if err != nil {
+				return out, err
+			}
+			i += n
+			continue
+		}
+		if err := r.holds.gate(r.runID, js[i].ID); err != nil {
+			return out, r.partial(ctx, err)
+		}
+		o, ran, err := r.step(ctx, js[i].Seq, len(js))
 		if ran {
 			out = append(out, o)
 		}
@@ -56,50 +82,27 @@ func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
 		if o.Err != nil && ctx.Err() != nil {
 			break
 		}
+		i++
 	}
 	return out, nil
 }
 
-// step runs the step seq of total unless the journal says it is done. ran reports whether
-// it ran; err stops the run.
+// step runs the step seq of total unless the journal says it is done (or holds keep it for
+// later). ran reports whether it ran; err stops the run.
 func (r *stepRunner) step(ctx context.Context, seq, total int) (o stepOutcome, ran bool, err error) {
 	e := r.e
-	// The lease on the targets must still be this run's (no take-over after expiry).
-	if err := e.cur.check(ctx); err != nil {
-		return o, false, r.fail(ctx, err, err.Error())
-	}
-	// The journal is the truth: read it again, a step done meanwhile is not repeated.
-	cur, err := e.J.Step(ctx, r.runID, seq)
-	if err != nil {
-		return o, false, fmt.Errorf("run %s: read the journal: %w", r.runID, err)
-	}
-	if cur.Status == journal.Done {
-		return o, false, nil
+	cur, err := r.begin(ctx, seq, total)
+	if cur == nil || err != nil {
+		return o, false, err
 	}
 	o.Step = *cur
 	name := cur.ID.String()
-	e.logf("%s %d/%d: %s", r.label, seq, total, name)
-	if err := e.J.Begin(ctx, r.runID, seq, e.now()); err != nil {
-		return o, false, diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, err), r.runID, name)
-	}
-	if err := e.cur.event(ctx, r.runID, name, journal.Running, "", nil); err != nil {
-		return o, false, r.fail(ctx, err, err.Error())
-	}
 	e.fault("begin", name)
 	e.observe(stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: progress.PhaseStarted})
 	o.Detail, o.Err = r.do(ctx, cur.ID)
 	e.fault("done", name)
-	if err := e.J.Finish(ctx, r.runID, seq, o.Detail, o.Err, e.now()); err != nil {
-		err = diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", r.runID, name, err), r.runID, name)
-		return o, true, r.fail(ctx, err, fmt.Sprintf("%s: %v", name, err))
-	}
-	if err := e.teamStepDone(ctx, r.runID, name, o.Detail, o.Err); err != nil {
-		switch {
-		case r.storeWarns:
-			e.logf("  warning: %v", err)
-		case o.Err == nil:
-			return o, true, r.fail(ctx, err, err.Error())
-		}
+	if err := r.record(ctx, cur, o); err != nil {
+		return o, true, err
 	}
 	e.fault("after", name)
 	ev := stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: progress.PhaseDone, detail: o.Detail}
@@ -107,23 +110,113 @@ func (r *stepRunner) step(ctx context.Context, seq, total int) (o stepOutcome, r
 		ev.phase, ev.err = progress.PhaseFailed, o.Err
 	}
 	e.observe(ev)
+	return o, true, r.settle(ctx, cur, o)
+}
+
+// begin journals step seq as running and tells the run store, unless the step is done or
+// held (nil step, no error). It stops the run when the lease is lost or the journal fails.
+func (r *stepRunner) begin(ctx context.Context, seq, total int) (*journal.Step, error) {
+	e := r.e
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The lease on the targets must still be this run's (no take-over after expiry).
+	if err := e.cur.check(ctx); err != nil {
+		return nil, r.fail(ctx, err, err.Error())
+	}
+	// The journal is the truth: read it again, a step done meanwhile is not repeated.
+	cur, err := e.J.Step(ctx, r.runID, seq)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: read the journal: %w", r.runID, err)
+	}
+	if cur.Status == journal.Done {
+		return nil, nil
+	}
+	name := cur.ID.String()
+	if why := r.holds.skip(cur.ID); why != "" {
+		e.logf("%s %d/%d: %s: left for a later execute (%s)", r.label, seq, total, name, why)
+		e.observe(stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: progress.PhaseSkipped, detail: "left for a later execute: " + why})
+		return nil, nil
+	}
+	e.logf("%s %d/%d: %s", r.label, seq, total, name)
+	if err := e.J.Begin(ctx, r.runID, seq, e.now()); err != nil {
+		return nil, diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, err), r.runID, name)
+	}
+	if err := e.cur.event(ctx, r.runID, name, journal.Running, "", nil); err != nil {
+		return nil, r.fail(ctx, err, err.Error())
+	}
+	return cur, nil
+}
+
+// record journals a step's outcome (partial when it ran while targets are held) and tells
+// the run store; a journal failure stops the run.
+func (r *stepRunner) record(ctx context.Context, cur *journal.Step, o stepOutcome) error {
+	e := r.e
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	name := cur.ID.String()
+	held := ""
+	if o.Err == nil && !cur.ID.Kind.PerSite() {
+		held = r.holds.describe()
+	}
+	var err error
+	if held != "" {
+		err = e.J.FinishPartial(ctx, r.runID, cur.Seq, o.Detail+"; "+held, e.now())
+	} else {
+		err = e.J.Finish(ctx, r.runID, cur.Seq, o.Detail, o.Err, e.now())
+	}
+	if err != nil {
+		werr := diskHint(fmt.Errorf("run %s: step %s: record the outcome: %w", r.runID, name, err), r.runID, name)
+		return r.fail(ctx, werr, fmt.Sprintf("%s: %v", name, err))
+	}
+	if err := e.teamStepDone(ctx, r.runID, name, o.Detail, o.Err); err != nil {
+		switch {
+		case r.storeWarns:
+			e.logf("  warning: %v", err)
+		case o.Err == nil:
+			return r.fail(ctx, err, err.Error())
+		}
+	}
+	return nil
+}
+
+// settle decides what a journalled step means for the run: a failure stops it, unless
+// the runner keeps going (restore) or the step is a site's (execute: its targets are held,
+// the others go on). After a step that succeeded, AfterStep runs.
+func (r *stepRunner) settle(ctx context.Context, cur *journal.Step, o stepOutcome) error {
+	e := r.e
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	name := cur.ID.String()
 	if o.Err != nil {
-		if r.keepGoing {
+		switch {
+		case r.keepGoing:
 			e.logf("  failed: %v", o.Err)
-			return o, true, nil
+			return nil
+		case r.holds != nil && cur.ID.Kind.PerSite():
+			// A failing node stops only its own targets.
+			r.holds.fail(cur.ID, o.Err)
+			e.logf("  failed: %v; its targets are left for a later execute, the others go on", o.Err)
+			return nil
 		}
 		err := diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, o.Err), r.runID, name)
-		return o, true, r.fail(ctx, err, fmt.Sprintf("%s: %v", name, o.Err))
+		return r.fail(ctx, err, fmt.Sprintf("%s: %v", name, o.Err))
 	}
 	if o.Detail != "" {
 		e.logf("  %s", o.Detail)
 	}
 	if e.AfterStep != nil {
-		if err := e.AfterStep(name); err != nil {
-			return o, true, err
-		}
+		return e.AfterStep(name)
 	}
-	return o, true, nil
+	return nil
+}
+
+// partial journals the run as partial (some targets held for a later execute) and
+// returns err.
+func (r *stepRunner) partial(ctx context.Context, err error) error {
+	if jerr := r.e.J.SetStatus(ctx, r.runID, journal.Partial, err.Error(), r.e.now()); jerr != nil {
+		return errors.Join(err, fmt.Errorf("run %s: the journal could not record the partial end: %w", r.runID, jerr))
+	}
+	return err
 }
 
 // fail journals the run as failed with msg and returns err, joined with the journal's own

@@ -26,8 +26,12 @@ func (e *Executor) deleteKV(ctx context.Context, dir string, run *journal.Run, r
 		return "", fmt.Errorf("back up new keys: %w", err)
 	}
 	byNS := map[string][]string{}
-	n := 0
+	n, kept := 0, 0
 	for _, k := range e.inv.KV {
+		if k.Routing == routing && e.hold.keep(k.Targets) {
+			kept++
+			continue
+		}
 		if k.Routing == routing {
 			byNS[k.Namespace] = append(byNS[k.Namespace], k.Key)
 			n++
@@ -38,7 +42,11 @@ func (e *Executor) deleteKV(ctx context.Context, dir string, run *journal.Run, r
 			return "", fmt.Errorf("delete kv %s: %w", ns, err)
 		}
 	}
-	return fmt.Sprintf("%d key(s) deleted", n), nil
+	detail := fmt.Sprintf("%d key(s) deleted", n)
+	if kept > 0 {
+		detail += fmt.Sprintf(", %d kept for held targets", kept)
+	}
+	return detail, nil
 }
 
 func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run, host, site string) (string, error) {
@@ -81,38 +89,40 @@ func (e *Executor) dropSite(ctx context.Context, p *plan.Plan, run *journal.Run,
 	return detail, nil
 }
 
-// deleteD1 deletes the rows children first, one atomic batch per target. A target whose
-// rows exceed one D1 request's budget (d1.Budget: 30 s and 50 MB per request) is deleted in
-// several requests, still children first and each deferring foreign keys; deletes by key are
-// idempotent, so a failure part-way leaves a state the resumed step finishes (every row is
-// backed up before this step).
+// deleteD1 deletes the rows children first, every target's rows in as few D1 requests as
+// the budget allows (d1.Budget: 30 s and 50 MB per request): one atomic batch when they fit.
+// Each target's statements go children first and every request defers foreign keys, so a
+// split never leaves a dangling child; deletes by key are idempotent, so a failure part-way
+// leaves a state the resumed step finishes (every row is backed up before this step). Rows
+// of held targets are kept.
 func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p *plan.Plan) (string, error) {
 	if err := e.topUp(ctx, dir, run); err != nil {
 		return "", fmt.Errorf("back up new rows: %w", err)
 	}
 	done := map[string]bool{}
-	total := 0
-	batches := 0
+	total, targets := 0, 0
+	var all []d1.Statement
 	for t := range p.Targets {
-		stmts, n := deleteStatements(e.inv.Tables, func(row []int) bool { return contains(row, t) }, done)
+		stmts, n := deleteStatements(e.inv.Tables, func(row []int) bool { return contains(row, t) && !e.hold.keep(row) }, done)
 		if n == 0 {
 			continue
 		}
-		if _, err := d1.Send(ctx, e.B.D1, stmts[:1], stmts[1:]); err != nil {
-			return "", fmt.Errorf("delete rows of %s: %w", p.Targets[t], err)
-		}
+		all = append(all, stmts[1:]...)
 		total += n
-		batches++
+		targets++
 	}
-	// Rows no target claims (should not happen) go last, in one batch of their own.
-	if stmts, n := deleteStatements(e.inv.Tables, func([]int) bool { return true }, done); n > 0 {
-		if _, err := d1.Send(ctx, e.B.D1, stmts[:1], stmts[1:]); err != nil {
-			return "", fmt.Errorf("delete remaining rows: %w", err)
-		}
+	// Rows no target claims (should not happen) go last.
+	if stmts, n := deleteStatements(e.inv.Tables, func(row []int) bool { return !e.hold.keep(row) }, done); n > 0 {
+		all = append(all, stmts[1:]...)
 		total += n
-		batches++
 	}
-	return fmt.Sprintf("%d row(s) deleted in %d atomic batch(es)", total, batches), nil
+	if len(all) == 0 {
+		return "0 row(s) deleted", nil
+	}
+	if _, err := d1.Send(ctx, e.B.D1, []d1.Statement{{SQL: "PRAGMA defer_foreign_keys = on"}}, all); err != nil {
+		return "", fmt.Errorf("delete rows: %w", err)
+	}
+	return fmt.Sprintf("%d row(s) of %d target(s) deleted, children first, batched within D1's request budget", total, targets), nil
 }
 
 func contains(s []int, v int) bool {
@@ -180,7 +190,14 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 	}
 	subs, custs := 0, 0
 	// The customers found live at preflight (within the plan), never the plan's own list.
-	for _, c := range e.inv.Stripe.Customers {
+	for i, c := range e.inv.Stripe.Customers {
+		var ts []int
+		if i < len(e.inv.Stripe.CustomerTargets) {
+			ts = e.inv.Stripe.CustomerTargets[i]
+		}
+		if e.hold.keep(ts) {
+			continue // a held target's: deleted by the execute that finishes it
+		}
 		for _, s := range c.Subscriptions {
 			if s.Status == "canceled" || s.Status == "incomplete_expired" {
 				continue

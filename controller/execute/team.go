@@ -204,7 +204,10 @@ func (e *Executor) endTeamRun(ctx context.Context, err error) {
 		return
 	}
 	state := runs.Completed
-	if err != nil {
+	switch {
+	case errors.As(err, new(*PartialError)):
+		state = runs.Partial
+	case err != nil:
 		state = runs.Failed
 	}
 	if tr.rec.ID != "" {

@@ -20,12 +20,15 @@ import (
 	"github.com/prego/testreset/controller/target"
 )
 
-// Step and run states.
+// Step and run states. A step is Partial when it ran for some targets and left others,
+// held by a failing node, for a later execute; a run is Partial when it stopped with such
+// targets left (the others finished).
 const (
 	Pending   = "pending"
 	Running   = "running"
 	Done      = "done"
 	Failed    = "failed"
+	Partial   = "partial"
 	Completed = "completed"
 )
 
@@ -371,10 +374,17 @@ func (j *Journal) Finish(ctx context.Context, runID string, seq int, detail stri
 	return wrap("journal step", err)
 }
 
+// FinishPartial marks a step partial: it ran, but for some targets only (detail says which
+// it left); a later execute runs it again.
+func (j *Journal) FinishPartial(ctx context.Context, runID string, seq int, detail string, now time.Time) error {
+	_, err := j.db.ExecContext(context.WithoutCancel(ctx), `UPDATE steps SET status = ?, detail = ?, error = '', finished_at = ? WHERE run_id = ? AND seq = ?`, Partial, detail, ts(now), runID, seq)
+	return wrap("journal step", err)
+}
+
 // SetStatus sets a run's status and error.
 func (j *Journal) SetStatus(ctx context.Context, runID, status, msg string, now time.Time) error {
 	fin := ""
-	if status == Completed || status == Failed {
+	if status == Completed || status == Failed || status == Partial {
 		fin = ts(now)
 	}
 	_, err := j.db.ExecContext(context.WithoutCancel(ctx), `UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?`, status, msg, fin, runID)

@@ -101,10 +101,12 @@ func (t *Team) Identities() ([]age.Identity, error) {
 	return runstore.LoadIdentities(t.identityFile)
 }
 
-// States of a run record.
+// States of a run record. A partial run finished some targets and left others for a later
+// execute.
 const (
 	Running   = "running"
 	Failed    = "failed"
+	Partial   = "partial"
 	Completed = "completed"
 )
 
