@@ -66,6 +66,9 @@ func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
 			if err != nil {
 				return out, err
 			}
+			if ctx.Err() != nil {
+				break
+			}
 			i += n
 			continue
 		}
