@@ -66,8 +66,8 @@ func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
 			if err != nil {
 				return out, err
 			}
-			if ctx.Err() != nil {
-				break
+			if ctx.Err() != nil && r.keepGoing {
+				break // restore: the failed parts are reported
 			}
 			i += n
 			continue
