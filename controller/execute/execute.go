@@ -21,6 +21,7 @@ import (
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/progress"
+	"github.com/prego/testreset/controller/runfolder"
 	"github.com/prego/testreset/controller/runs"
 	"github.com/prego/testreset/controller/target"
 )
@@ -216,7 +217,7 @@ func (e *Executor) openRun(ctx context.Context, p *plan.Plan, run *journal.Run, 
 		if err := os.MkdirAll(e.RunDir(run.ID), 0o750); err != nil {
 			return nil, diskHint(fmt.Errorf("run %s: %w", run.ID, err), run.ID, "start")
 		}
-		if err := plan.Write(filepath.Join(e.RunDir(run.ID), "plan.json"), p); err != nil {
+		if err := plan.Write(filepath.Join(e.RunDir(run.ID), runfolder.PlanFile), p); err != nil {
 			return nil, diskHint(fmt.Errorf("run %s: %w", run.ID, err), run.ID, "start")
 		}
 		if err := e.J.CreateRun(ctx, run, steps); err != nil {
@@ -405,9 +406,9 @@ func (e *Executor) step(ctx context.Context, p *plan.Plan, run *journal.Run, st 
 	dir := e.RunDir(run.ID)
 	switch st.Kind {
 	case target.BackupD1:
-		return e.backupD1(ctx, dir, run, e.inv.Tables, "d1.json")
+		return e.backupD1(ctx, dir, run, e.inv.Tables, runfolder.D1File)
 	case target.BackupKV:
-		return e.backupKV(ctx, dir, run, e.inv.KV, "kv.json")
+		return e.backupKV(ctx, dir, run, e.inv.KV, runfolder.KVFile)
 	case target.BackupSite:
 		return e.backupSite(ctx, dir, run, st.Site.Host, st.Site.Name)
 	case target.VerifyBackups:

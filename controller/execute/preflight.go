@@ -13,6 +13,7 @@ import (
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/plan"
+	"github.com/prego/testreset/controller/runfolder"
 )
 
 // ErrGuard means a guard refuses a target now, evaluated again from live data and the
@@ -77,12 +78,12 @@ type scope struct {
 
 func (e *Executor) saveScope(runID string) error {
 	sc := scope{KV: e.inv.KV, Customers: e.inv.Stripe.Customers, CustomerTargets: e.inv.Stripe.CustomerTargets}
-	return writeJSON(filepath.Join(e.RunDir(runID), "scope.json"), sc)
+	return writeJSON(filepath.Join(e.RunDir(runID), runfolder.ScopeFile), sc)
 }
 
 func readScope(dir string) (*scope, error) {
 	var sc scope
-	err := readJSON(filepath.Join(dir, "scope.json"), &sc)
+	err := readJSON(filepath.Join(dir, runfolder.ScopeFile), &sc)
 	if errors.Is(err, os.ErrNotExist) {
 		return &sc, nil
 	}

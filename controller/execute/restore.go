@@ -153,7 +153,7 @@ func (e *Executor) restoreSource(ctx context.Context, runID, approval string) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := plan.Read(filepath.Join(e.RunDir(runID), "plan.json"))
+	p, err := plan.Read(filepath.Join(e.RunDir(runID), runfolder.PlanFile))
 	if err != nil {
 		return nil, nil, fmt.Errorf("run %s: %w", runID, err)
 	}
