@@ -51,6 +51,9 @@ type collector struct {
 	// admits but who are not among them are neither removed with their last tenant nor
 	// anyone's to lose (they own their rows like real users).
 	sweepUsers map[string]bool
+	// loose are the collected rows SQLite matched to parent rows whose values differ
+	// (noteLoose).
+	loose []looseRow
 }
 
 // selectSQL reads the given table's rows whose cols match one of tuples, exactly.
@@ -150,11 +153,11 @@ func (c *collector) run(ctx context.Context, work []pending) (map[string][]int, 
 func (c *collector) walk(ctx context.Context, added map[string][]int) error {
 	for len(added) > 0 {
 		var work []pending
+		reqs := map[string][]walkRequest{}
 		for _, p := range slices.Sorted(maps.Keys(added)) {
 			pr := c.rows[p]
 			for _, e := range c.schema.Children[p] {
-				var tuples [][]d1.Value
-				seen := map[string]bool{}
+				rq := walkRequest{edge: e, parent: p, byKey: map[string][]int{}}
 				for _, i := range added[p] {
 					tu := make([]d1.Value, len(e.ParentCols))
 					null := false
@@ -162,12 +165,17 @@ func (c *collector) walk(ctx context.Context, added map[string][]int) error {
 						tu[j] = pr.Rows[i][pr.col(pc)]
 						null = null || tu[j].IsNull()
 					}
-					if k := tupleKey(tu); !null && !seen[k] {
-						seen[k] = true
-						tuples = append(tuples, tu)
+					if null {
+						continue
 					}
+					k := tupleKey(tu)
+					if _, dup := rq.byKey[k]; !dup {
+						rq.tuples = append(rq.tuples, tu)
+					}
+					rq.byKey[k] = append(rq.byKey[k], i)
 				}
-				for _, st := range c.selects(c.schema.Tables[e.Child], e.ChildCols, tuples, false) {
+				reqs[e.Child] = append(reqs[e.Child], rq)
+				for _, st := range c.selects(c.schema.Tables[e.Child], e.ChildCols, rq.tuples, false) {
 					work = append(work, pending{e.Child, st})
 				}
 			}
@@ -176,8 +184,86 @@ func (c *collector) walk(ctx context.Context, added map[string][]int) error {
 		if added, err = c.run(ctx, work); err != nil {
 			return err
 		}
+		c.noteLoose(added, reqs)
 	}
 	return nil
+}
+
+// walkRequest is one level's read of a child table through one reference: the parent
+// rows' values (tuples) and the parent rows holding each.
+type walkRequest struct {
+	edge   Edge
+	parent string
+	tuples [][]d1.Value
+	byKey  map[string][]int
+}
+
+// rowRef is a collected row: its table and position.
+type rowRef struct {
+	table string
+	row   int
+}
+
+// looseRow is a collected row that SQLite matched to a parent row though its values differ
+// from the parent's (a NOCASE or RTRIM column, text against a number): attribute gives it
+// the targets of the parent rows it may belong to.
+type looseRow struct {
+	rowRef
+	parents []rowRef
+}
+
+// noteLoose records the rows a level added whose reference values equal no parent row's
+// exactly: SQLite compares with the child column's collation and affinity
+// ('T_TEST_SOLO' = 't_test_solo' in a NOCASE column). Matching in Go by value alone would
+// leave such a row with no target, so no guard would ever speak for it; it belongs to the
+// parent rows whose values it equals loosely (case and trailing spaces aside, numbers as
+// text), or, failing that, to every parent row the level read it for. Ownership then finds
+// whose it really is (a production tenant whose id differs only in case).
+func (c *collector) noteLoose(added map[string][]int, reqs map[string][]walkRequest) {
+	for _, child := range slices.Sorted(maps.Keys(added)) {
+		cr := c.rows[child]
+		for _, i := range added[child] {
+			exact := false
+			var parents, all []rowRef
+			for _, rq := range reqs[child] {
+				tu := make([]d1.Value, len(rq.edge.ChildCols))
+				for j, cc := range rq.edge.ChildCols {
+					tu[j] = cr.Rows[i][cr.col(cc)]
+				}
+				if _, ok := rq.byKey[tupleKey(tu)]; ok {
+					exact = true
+					break
+				}
+				for _, ptu := range rq.tuples {
+					for _, pi := range rq.byKey[tupleKey(ptu)] {
+						all = append(all, rowRef{rq.parent, pi})
+						if looseTupleEqual(tu, ptu) {
+							parents = append(parents, rowRef{rq.parent, pi})
+						}
+					}
+				}
+			}
+			if exact {
+				continue
+			}
+			if len(parents) == 0 {
+				parents = all
+			}
+			c.loose = append(c.loose, looseRow{rowRef{child, i}, parents})
+		}
+	}
+}
+
+// looseTupleEqual compares values as SQLite's NOCASE and RTRIM collations and its type
+// affinity might: text without case and trailing spaces, anything else by its text.
+func looseTupleEqual(a, b []d1.Value) bool {
+	for i := range a {
+		x, y := strings.TrimRight(plain(a[i]), " "), strings.TrimRight(plain(b[i]), " ")
+		if a[i].IsNull() || b[i].IsNull() || !strings.EqualFold(x, y) {
+			return false
+		}
+	}
+	return true
 }
 
 // attribute propagates target membership from root rows to every reachable row, in memory.
@@ -214,6 +300,17 @@ func (c *collector) attribute() {
 							cr.Targets[i][t] = true
 							changed = true
 						}
+					}
+				}
+			}
+		}
+		for _, l := range c.loose {
+			ts := c.rows[l.table].Targets[l.row]
+			for _, p := range l.parents {
+				for t := range c.rows[p.table].Targets[p.row] {
+					if !ts[t] {
+						ts[t] = true
+						changed = true
 					}
 				}
 			}

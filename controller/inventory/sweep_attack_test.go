@@ -12,6 +12,7 @@ import (
 
 	"github.com/prego/testreset/controller/billing"
 	"github.com/prego/testreset/controller/inventory"
+	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/internal/testing/stripetest"
 	agentv1 "github.com/prego/testreset/proto/agent/v1"
 )
@@ -425,6 +426,74 @@ INSERT INTO user_tenants (user_id, tenant_id, role) VALUES (77, 't_test_solo', '
 			if got := len(d) > 0; got != tc.differs {
 				t.Errorf("differences %v, want some: %v", d, tc.differs)
 			}
+		})
+	}
+}
+
+// TestSweepAttackLookalikes: values that the allowlist globs admit but that are not what
+// they look like are skipped as invalid, and values that only differ in case from a target
+// (a production tenant read through a NOCASE column) never come with it.
+func TestSweepAttackLookalikes(t *testing.T) {
+	cases := []struct {
+		name  string
+		sql   string
+		kv    []kv.Entry // PREGO_AI keys
+		check sweepCheck
+	}{
+		{
+			name: "an e-mail that wraps a production address",
+			sql:  `INSERT INTO trial_signups (email, created_at) VALUES ('owner@realcustomer.example@example.test', '2025-01-01');`,
+			check: sweepCheck{
+				skip:      []string{"email owner@realcustomer.example@example.test"},
+				why:       map[string]string{"email owner@realcustomer.example@example.test": "invalid e-mail address"},
+				forbidden: []string{"realcustomer", "t_prod"},
+			},
+		},
+		{
+			// SQLite's GLOB ends the value at the NUL: never a candidate, never in the plan.
+			name: "an e-mail with a NUL byte",
+			sql:  `INSERT INTO trial_signups (email, created_at) VALUES ('owner' || char(0) || '@example.test', '2025-01-01');`,
+			check: sweepCheck{
+				forbidden: []string{"owner", "t_prod"},
+			},
+		},
+		{
+			name: "a production tenant whose id differs in case, read through a NOCASE column",
+			sql: `INSERT INTO tenants_master (tenant_id, name, subdomain, status) VALUES ('T_TEST_SOLO', 'Production, capitals', 'caps', 'active');
+CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant_id TEXT COLLATE NOCASE REFERENCES tenants_master (tenant_id), body TEXT);
+INSERT INTO notes (id, tenant_id, body) VALUES (1, 'T_TEST_SOLO', 'production note'), (2, 't_test_solo', 'test note');`,
+			check: sweepCheck{
+				skip:      []string{"email solo@example.test", "tenant t_test_solo"},
+				why:       map[string]string{"tenant t_test_solo": "owned by tenant T_TEST_SOLO"},
+				forbidden: []string{"T_TEST_SOLO", "notes(", "t_prod"},
+			},
+		},
+		{
+			name: "an allowlisted production tenant id continuing a test id with a key delimiter",
+			sql:  `INSERT INTO tenants_master (tenant_id, name, subdomain, status) VALUES ('t_test_solo:eu', 'Production EU', 'eu', 'active');`,
+			kv:   []kv.Entry{{Key: "erp_cred:t_test_solo:eu", Value: []byte("prod")}, {Key: "erp_cred:t_test_solo", Value: []byte("test")}},
+			check: sweepCheck{
+				skip: []string{"email solo@example.test", "tenant t_test_solo", "tenant t_test_solo:eu"},
+				why: map[string]string{
+					"tenant t_test_solo:eu": "KV key delimiter",
+					"tenant t_test_solo":    "prefix keys cannot be told apart",
+				},
+				forbidden: []string{"t_test_solo", "t_prod"},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sqliteEnv(t)
+			if _, err := e.raw.Exec(soloSQL + tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			if len(tc.kv) > 0 {
+				if err := e.kv.Put(context.Background(), "PREGO_AI", tc.kv); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()})
 		})
 	}
 }
