@@ -70,8 +70,17 @@ func stripeObjects(ctx context.Context, client *billing.Client, spec *config.Spe
 		for t := range idTargets[cu.ID] {
 			ts[t] = true
 		}
-		if t, ok := emailTarget[strings.ToLower(cu.Email)]; ok {
+		// The e-mail targets Find matched it for: the same comparison (trimmed, case folded),
+		// so no customer found by e-mail is left without a target the guards speak for.
+		email := strings.TrimSpace(cu.Email)
+		if t, ok := emailTarget[strings.ToLower(email)]; ok {
 			ts[t] = true
+		} else if email != "" {
+			for e, t := range emailTarget {
+				if strings.EqualFold(email, e) {
+					ts[t] = true
+				}
+			}
 		}
 		list := sortedSet(ts)
 		inv.Stripe.Customers = append(inv.Stripe.Customers, cu)

@@ -123,6 +123,19 @@ INSERT INTO billing_accounts (tenant_id, stripe_customer_id) VALUES ('t_test_sol
 			},
 		},
 		{
+			name: "a paying customer whose address folds to a target's",
+			// ſ (long s) folds to s: Find matches it case-insensitively for solo@example.test.
+			setup: func(s *stripetest.Server) {
+				s.AddCustomer("cus_long_s", "\u017Folo@example.test", true)
+				s.AddInvoice("cus_long_s", "in_long_s", "paid", 5000, true)
+			},
+			check: sweepCheck{
+				skip:      []string{"email solo@example.test", "tenant t_test_solo"},
+				why:       map[string]string{"email solo@example.test": "paid live-mode invoices in_long_s"},
+				forbidden: []string{"cus_long_s", "t_prod"},
+			},
+		},
+		{
 			name: "test customers found by e-mail and held only by the targets go",
 			setup: func(s *stripetest.Server) {
 				s.AddCustomer("cus_test_qa1a", "qa1@example.test", false)
