@@ -1,6 +1,7 @@
 package execute_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -100,5 +101,74 @@ UPDATE tenant_runtime SET subdomain = 'acme' WHERE tenant_id = 't_test_qa2';`,
 				}
 			}
 		})
+	}
+}
+
+// TestSweepExecuteOrgs sweeps the second control plane (composite keys, a self-reference
+// that crosses into production, soft references): the test orgs linked to production or to
+// a real member are skipped with everything linked to them, and execute removes exactly
+// the rest.
+func TestSweepExecuteOrgs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs MariaDB and an agent")
+	}
+	w := newOrgWorld(t, "sqlite")
+	before := w.dump()
+	out := w.must("inventory", "--config", w.alice, "--sweep")
+	path := planPath(t, out)
+	p, err := plan.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets, skipped []string
+	for _, tg := range p.Targets {
+		targets = append(targets, tg.String())
+	}
+	for _, s := range p.Sweep.Skipped {
+		skipped = append(skipped, s.Target.String())
+	}
+	slices.Sort(targets)
+	slices.Sort(skipped)
+	// qa-beta shares task 22 with acme; qa-gamma has a real member; qa2 belongs to qa-beta
+	// and qa-alpha, qa1 to qa-alpha, qa5 to qa-gamma: only qa-alpha-2 stands alone.
+	wantTargets := []string{"tenant qa-alpha-2"}
+	wantSkipped := []string{"email qa1@example.test", "email qa2@example.test", "email qa5@example.test", "tenant qa-alpha", "tenant qa-beta", "tenant qa-gamma"}
+	if !slices.Equal(targets, wantTargets) || !slices.Equal(skipped, wantSkipped) {
+		t.Fatalf("targets %v, skipped %v; want %v and %v\n%s", targets, skipped, wantTargets, wantSkipped, out)
+	}
+	w.must("approve", "--config", w.bob, path)
+	w.must("execute", "--config", w.alice, path)
+	w.must("verify", "--config", w.alice, path)
+	after := w.dump()
+	// Every row that went is qa-alpha-2's; nothing else changed.
+	kept := map[string]bool{}
+	for _, l := range strings.Split(after, "\n") {
+		kept[l] = true
+	}
+	gone := 0
+	for _, l := range strings.Split(before, "\n") {
+		if kept[l] {
+			continue
+		}
+		gone++
+		if !strings.Contains(l, "'qa-alpha-2'") {
+			t.Errorf("removed or changed: %s", l)
+		}
+	}
+	if gone == 0 || len(strings.Split(after, "\n")) != len(strings.Split(before, "\n"))-gone {
+		t.Errorf("%d rows removed; dump went from %d to %d lines", gone, len(strings.Split(before, "\n")), len(strings.Split(after, "\n")))
+	}
+	ctx := context.Background()
+	for key, want := range map[string]bool{"cred:qa-alpha-2": false, "cred:qa-alpha": true, "cred:qa-alpha:primary": true, "cred:acme": true} {
+		_, ok, err := w.store.Get(ctx, "PREGO_AI", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != want {
+			t.Errorf("PREGO_AI %s present %v, want %v", key, ok, want)
+		}
+	}
+	if w.stripe.CustomerDeleted("cus_acme") || w.stripe.CustomerDeleted("cus_alpha") {
+		t.Errorf("a Stripe customer of a skipped or production org was deleted")
 	}
 }
