@@ -67,6 +67,7 @@ func BenchmarkFleet(b *testing.B) {
 	}
 	ctx := b.Context()
 	tmp := b.TempDir()
+	loadStart := loadAvg()
 	resetctl, agentBin := buildBinaries(b, tmp)
 	concurrencyFlag := hasFlag(ctx, resetctl, "execute", "concurrency")
 
@@ -146,7 +147,7 @@ func BenchmarkFleet(b *testing.B) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nfleet: %d test tenants on %d agent processes (own bench folder each, one MariaDB), D1 and KV on the Cloudflare API test server (no request limit), Stripe test server\n",
 		tenantsN, fleetNodes)
-	fmt.Fprintf(&out, "machine: %d CPUs (nproc), %s\n", runtime.NumCPU(), cpu)
+	fmt.Fprintf(&out, "machine: %d CPUs (nproc), %s; load average at the start %s, at the end %s\n", runtime.NumCPU(), cpu, loadStart, loadAvg())
 	fmt.Fprintf(&out, "  %-12s", "concurrency")
 	for _, r := range results {
 		fmt.Fprintf(&out, " %10d", r.concurrency)
@@ -360,6 +361,15 @@ func find(phases []phase, name string) phase {
 		}
 	}
 	return phase{}
+}
+
+// loadAvg is the 1-minute load average (/proc/loadavg): the figures depend on what else runs.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 // cpuModel is the first "model name" of /proc/cpuinfo.
