@@ -67,7 +67,7 @@ type worldOptions struct {
 	agentBin   string
 	extraBytes int
 	// nodes 2 puts qa1b.erp.example.test (tenant t_test_qa1b) on a second node with an
-	// agent of its own under the same CA.
+	// agent of its own under the same CA, and gives tenant t_test_qa2 its site on node1.
 	nodes int
 	cf    cfapitest.Options // the Cloudflare API server's options
 }
@@ -95,7 +95,11 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		w.agents = append(w.agents, agenttest.NewT(t, agenttest.Options{MariaDB: o.mdb, PKI: a.PKI, Host: node2,
 			Operators: []string{agenttest.Alice, agenttest.Bob, carol}}))
 	}
-	for _, name := range []string{"qa1a.erp.example.test", "qa1b.erp.example.test", "acme.prod.example.com"} {
+	names := []string{"qa1a.erp.example.test", "qa1b.erp.example.test", "acme.prod.example.com"}
+	if o.nodes > 1 {
+		names = append(names, "qa2.erp.example.test") // tenant t_test_qa2's, on node1
+	}
+	for _, name := range names {
 		on := a
 		if name == "qa1b.erp.example.test" && o.nodes > 1 {
 			on = w.agents[1]

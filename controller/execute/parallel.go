@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
 	"github.com/prego/testreset/controller/target"
@@ -87,6 +88,11 @@ type holds struct {
 	nodes   map[string]string // failed node -> why
 	held    map[int]string    // target -> why
 	all     string            // why every target is held, when one is held without knowing which
+	// groups returns the linked targets (linkedTargets), nil when they cannot be told:
+	// then holding one target holds all. It is asked once, at the first hold.
+	groups  func() [][]int
+	linked  [][]int
+	grouped bool
 }
 
 func newHolds(sites []inventory.Site, targets []inventory.Target) *holds {
@@ -109,6 +115,15 @@ func (h *holds) siteTargets(site target.SiteRef) []int {
 
 func (h *holds) holdLocked(site target.SiteRef, why string) {
 	ts := h.siteTargets(site)
+	if !h.grouped {
+		h.grouped = true
+		if h.groups != nil {
+			h.linked = h.groups()
+		}
+		if h.linked == nil && h.all == "" {
+			h.all = why + " (and the targets that share data with it cannot be told)"
+		}
+	}
 	if len(ts) == 0 && h.all == "" {
 		h.all = why
 	}
@@ -116,7 +131,24 @@ func (h *holds) holdLocked(site target.SiteRef, why string) {
 		if _, ok := h.held[t]; !ok {
 			h.held[t] = why
 		}
+		for _, g := range h.linked {
+			if !slices.Contains(g, t) {
+				continue
+			}
+			for _, o := range g {
+				if _, ok := h.held[o]; !ok {
+					h.held[o] = fmt.Sprintf("shares data with %s, which is held: %s", h.name(t), why)
+				}
+			}
+		}
 	}
+}
+
+func (h *holds) name(t int) string {
+	if t >= 0 && t < len(h.targets) {
+		return h.targets[t]
+	}
+	return fmt.Sprintf("target %d", t+1)
 }
 
 // fail records a failed site step: its node stops, its site's targets are held.
@@ -243,4 +275,102 @@ func (e *PartialError) Error() string {
 	}
 	b.WriteString("\nonce the node is back, execute the plan again: it does exactly the rest")
 	return b.String()
+}
+
+// linkedTargets groups the targets whose data is tied together: a row, key or customer
+// that more than one target claims, or a row of one target that references (by a foreign
+// key or a soft reference of the spec) a row of another. Holding one target of a group
+// holds the group: deleting the others' rows could leave a held target's row pointing at
+// nothing (the database refuses that, and a resumed run would then have to repair it).
+func linkedTargets(inv *inventory.Inventory, schema *inventory.Schema, n int) [][]int {
+	parent := make([]int, n)
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	union := func(ts []int) {
+		for _, t := range ts {
+			if t >= 0 && t < n && len(ts) > 0 && ts[0] >= 0 && ts[0] < n {
+				parent[find(t)] = find(ts[0])
+			}
+		}
+	}
+	rows := map[string]*inventory.TableRows{}
+	for i := range inv.Tables {
+		t := &inv.Tables[i]
+		rows[t.Table] = t
+		for _, ts := range t.Targets {
+			union(ts)
+		}
+	}
+	for _, k := range inv.KV {
+		union(k.Targets)
+	}
+	for _, ts := range inv.Stripe.CustomerTargets {
+		union(ts)
+	}
+	for _, s := range inv.Sites {
+		union(s.Targets)
+	}
+	if schema != nil {
+		for p, edges := range schema.Children {
+			pt := rows[p]
+			if pt == nil {
+				continue
+			}
+			for _, e := range edges {
+				ct := rows[e.Child]
+				if ct == nil {
+					continue
+				}
+				pi, ci := columnIndexes(pt.Columns, e.ParentCols), columnIndexes(ct.Columns, e.ChildCols)
+				if slices.Contains(pi, -1) || slices.Contains(ci, -1) {
+					continue
+				}
+				owners := map[string][]int{}
+				for r, row := range pt.Rows {
+					if r < len(pt.Targets) {
+						owners[tuple(row, pi)] = append(owners[tuple(row, pi)], pt.Targets[r]...)
+					}
+				}
+				for r, row := range ct.Rows {
+					if r >= len(ct.Targets) {
+						continue
+					}
+					if ts, ok := owners[tuple(row, ci)]; ok && len(ts) > 0 {
+						union(append(append([]int(nil), ts...), ct.Targets[r]...))
+					}
+				}
+			}
+		}
+	}
+	groups := map[int][]int{}
+	for i := range n {
+		groups[find(i)] = append(groups[find(i)], i)
+	}
+	var out [][]int
+	for i := range n {
+		if g, ok := groups[i]; ok {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// tuple is the text of a row's values at idx, for matching references.
+func tuple(row []d1.Value, idx []int) string {
+	parts := make([]string, len(idx))
+	for i, j := range idx {
+		if j < len(row) {
+			parts[i] = row[j].String()
+		}
+	}
+	return strings.Join(parts, "\x00")
 }

@@ -63,7 +63,7 @@ func TestParallelPartialThenResume(t *testing.T) {
 	}
 	w := newWorldWith(t, worldOptions{backend: "sqlite", nodes: 2, agentBin: bins.agent})
 	before := w.snapshot()
-	path := w.approvedPlan(t, "--email", "qa1@example.test", "--email", "trial7@example.test")
+	path := w.approvedPlan(t, "--email", "qa1@example.test", "--tenant", "t_test_qa2", "--email", "trial7@example.test")
 	p, err := plan.Read(path)
 	if err != nil {
 		t.Fatal(err)
@@ -77,9 +77,11 @@ func TestParallelPartialThenResume(t *testing.T) {
 	c.signalProc(syscall.SIGCONT)
 	c.wait()
 	errs := c.errb.String()
-	if c.code == 0 || !strings.Contains(errs, "partial: 1 target(s) left") || !strings.Contains(errs, "email qa1@example.test: ") ||
-		!strings.Contains(errs, node2) || !strings.Contains(errs, "hint:") {
-		t.Fatalf("execute with node2 failing: want a partial run naming qa1 and node2: %s", c)
+	// t_test_qa2 shares data with qa1 (its owner is a member of qa1's tenant): held with it.
+	if c.code == 0 || !strings.Contains(errs, "partial: 2 target(s) left") || !strings.Contains(errs, "email qa1@example.test: ") ||
+		!strings.Contains(errs, node2) || !strings.Contains(errs, "tenant t_test_qa2: shares data with email qa1@example.test") ||
+		!strings.Contains(errs, "hint:") {
+		t.Fatalf("execute with node2 failing: want a partial run naming qa1 (node2) and t_test_qa2 (linked): %s", c)
 	}
 	j, err := journal.Open(w.cfg.StateDir)
 	if err != nil {
@@ -97,10 +99,13 @@ func TestParallelPartialThenResume(t *testing.T) {
 	if mid.hasRow("trial7@example.test") {
 		t.Error("trial7@example.test, on no failing node, was not finished")
 	}
+	if !mid.hasRow("t_test_qa2") {
+		t.Error("t_test_qa2's rows were deleted while it shares data with a held target")
+	}
 	if !mid.hasRow("qa1@example.test") {
 		t.Error("qa1@example.test's rows were deleted while its site on node2 could not be backed up")
 	}
-	for _, s := range twoSites {
+	for _, s := range append(twoSites, "qa2.erp.example.test") {
 		if mid.Sites[s] != before.Sites[s] {
 			t.Errorf("site %s of the held target changed:\n%s", s, diff(snapshot{Sites: map[string]string{s: before.Sites[s]}}, snapshot{Sites: map[string]string{s: mid.Sites[s]}}))
 		}
@@ -115,7 +120,7 @@ func TestParallelPartialThenResume(t *testing.T) {
 		t.Fatalf("second execute:\n%s", out)
 	}
 	w.must("verify", "--config", w.alice, path)
-	if err := w.dropsOnce(run.ID, twoSites); err != nil {
+	if err := w.dropsOnce(run.ID, append(twoSites, "qa2.erp.example.test")); err != nil {
 		t.Fatal(err)
 	}
 	w.must("restore", "--config", w.alice, run.ID, "--concurrency", "2")
