@@ -138,14 +138,7 @@ func (e *Executor) execute(ctx context.Context, p *plan.Plan, dryRun bool) (*Res
 	}
 	res := &Result{Run: run}
 	e.hold = newHolds(e.inv.Sites, p.Targets)
-	e.hold.groups = func() [][]int {
-		schema, err := inventory.LoadSchema(ctx, e.B.D1, &e.B.Config.Spec)
-		if err != nil {
-			e.logf("  warning: read the schema to tell which targets share data: %v; every target is held", err)
-			return nil
-		}
-		return linkedTargets(e.inv, schema, len(p.Targets))
-	}
+	e.hold.groups = func() [][]int { return e.targetGroups(ctx, p) }
 	r := &stepRunner{e: e, runID: run.ID, label: "step", holds: e.hold, do: func(ctx context.Context, st target.Step) (string, error) {
 		return e.step(ctx, p, run, st, res)
 	}}

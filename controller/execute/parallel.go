@@ -11,6 +11,7 @@ import (
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/target"
 )
 
@@ -275,6 +276,17 @@ func (e *PartialError) Error() string {
 	}
 	b.WriteString("\nonce the node is back, execute the plan again: it does exactly the rest")
 	return b.String()
+}
+
+// targetGroups are the plan's linked targets in the live inventory (linkedTargets), nil
+// when the schema cannot be read.
+func (e *Executor) targetGroups(ctx context.Context, p *plan.Plan) [][]int {
+	schema, err := inventory.LoadSchema(ctx, e.B.D1, &e.B.Config.Spec)
+	if err != nil {
+		e.logf("  warning: read the schema to tell which targets share data: %v; every target is held", err)
+		return nil
+	}
+	return linkedTargets(e.inv, schema, len(p.Targets))
 }
 
 // linkedTargets groups the targets whose data is tied together: a row, key or customer
