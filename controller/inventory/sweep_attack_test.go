@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,12 +25,13 @@ type sweepCheck struct {
 	want, skip []string
 	why        map[string]string
 	forbidden  []string // no row key, KV key, tenant, site or Stripe customer of the plan holds these
+	opt        inventory.SweepOptions
 }
 
 func (sc sweepCheck) run(t *testing.T, src inventory.Sources) *inventory.SweepResult {
 	t.Helper()
 	ctx := context.Background()
-	res, err := inventory.Sweep(ctx, src, inventory.SweepOptions{}, inventory.Options{})
+	res, err := inventory.Sweep(ctx, src, sc.opt, inventory.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,6 +509,60 @@ INSERT INTO notes (id, tenant_id, body) VALUES (1, 'T_TEST_SOLO', 'production no
 				}
 			}
 			tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()})
+		})
+	}
+}
+
+// TestSweepAttackDates: an e-mail counts with its newest row across every e-mail root, so
+// an old user with a new passcode row is newer than the cutoff, not a target, and the
+// tenant they own is skipped rather than taking their membership.
+func TestSweepAttackDates(t *testing.T) {
+	cutoff := inventory.SweepOptions{CreatedBefore: time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)}
+	cases := []struct {
+		name  string
+		sql   string
+		check sweepCheck
+		newer int
+	}{
+		{
+			name:  "old rows only",
+			check: sweepCheck{want: []string{"email solo@example.test", "tenant t_test_solo"}, opt: cutoff},
+			newer: 7,
+		},
+		{
+			name: "an old user with a new passcode row",
+			sql:  `INSERT INTO otps (email, user_id, purpose, code_hash, created_at, expires_at) VALUES ('solo@example.test', 6, 'login', X'00', '2026-01-01T00:00:00Z', '2026-01-01T00:10:00Z');`,
+			check: sweepCheck{
+				want:      []string{},
+				skip:      []string{"tenant t_test_solo"},
+				why:       map[string]string{"tenant t_test_solo": "user solo@example.test, not a target of this sweep"},
+				forbidden: []string{"solo"},
+				opt:       cutoff,
+			},
+			newer: 8,
+		},
+		{
+			name: "a new row in milliseconds next to old text",
+			sql:  `INSERT INTO trial_signups (email, created_at) VALUES ('solo@example.test', 1767225600000);`,
+			check: sweepCheck{
+				want:      []string{},
+				skip:      []string{"tenant t_test_solo"},
+				forbidden: []string{"solo"},
+				opt:       cutoff,
+			},
+			newer: 8,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := sqliteEnv(t)
+			if _, err := e.raw.Exec(soloSQL + tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			res := tc.check.run(t, inventory.Sources{Config: e.cfg, D1: e.db, KV: e.kv, Sites: exampleNodes()})
+			if res.Newer != tc.newer {
+				t.Errorf("newer = %d, want %d", res.Newer, tc.newer)
+			}
 		})
 	}
 }
