@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
@@ -26,14 +25,12 @@ type (
 	KVEntry     = runfolder.KVEntry
 )
 
-var manifestMu sync.Mutex
-
 // ReadManifest loads a run's manifest (an empty one when none exists yet).
 func ReadManifest(dir string) (*Manifest, error) { return runfolder.ReadManifest(dir) }
 
 func (e *Executor) addArtifacts(dir string, run *journal.Run, arts ...Artifact) error {
-	manifestMu.Lock()
-	defer manifestMu.Unlock()
+	e.manifestMu.Lock()
+	defer e.manifestMu.Unlock()
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return err

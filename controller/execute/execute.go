@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prego/testreset/certs"
@@ -55,6 +56,8 @@ type Executor struct {
 	TakeOver bool
 	synced   map[string]string // store key -> sha256 of what syncRun last sent
 	cur      *teamRun          // the run in progress, as the team sees it
+	// manifestMu serialises updates of a run's manifest (site backups run in parallel).
+	manifestMu sync.Mutex
 
 	inv  *inventory.Inventory // taken at the start of this execution
 	hold *holds               // targets this execution leaves for later
