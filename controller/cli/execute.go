@@ -47,9 +47,7 @@ func runExecute(ctx context.Context, env *Env, args []string) (err error) {
 	defer closeAll()
 	e.TakeOver = *takeOver
 	cf.apply(e)
-	if rp != nil {
-		e.Events = rp.Sink()
-	}
+	rp.attach(e)
 	res, err := e.Execute(ctx, p, *dryRun)
 	if res != nil && res.Run != nil {
 		rp.setRun(res.Run.ID)

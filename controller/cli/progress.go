@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prego/testreset/controller/execute"
 	"github.com/prego/testreset/controller/progress"
 )
 
@@ -35,16 +36,18 @@ func addProgressFlags(fs *flag.FlagSet) *progressFlags {
 // command's stderr (log lines included) above a live view while the run lasts, and writes
 // the run's summary at the end.
 type runProgress struct {
-	env    *Env
-	sink   progress.Sink // every event goes here
-	json   progress.Sink // the --json lines, or nil
-	shown  progress.Sink // the renderers for a person
-	tally  *progress.Tally
-	live   *progress.Live
-	stderr io.Writer // env.Stderr before the run
-	now    func() time.Time
-	detail string // the summary's detail (the change record, what a restore brought back)
-	ended  bool
+	env   *Env
+	sink  progress.Sink // every event goes here
+	json  progress.Sink // the --json lines, or nil
+	shown progress.Sink // the renderers for a person
+	// stepsShown: a renderer shows every step's start and end (live, plain).
+	stepsShown bool
+	tally      *progress.Tally
+	live       *progress.Live
+	stderr     io.Writer // env.Stderr before the run
+	now        func() time.Time
+	detail     string // the summary's detail (the change record, what a restore brought back)
+	ended      bool
 
 	mu  sync.Mutex
 	run string // the run's id, from its events or its result
@@ -106,14 +109,22 @@ func (pf *progressFlags) start(env *Env) (*runProgress, error) {
 		shown = append(shown, progress.NewPlain(w, rp.now, 0))
 	}
 	rp.shown = progress.Fanout(shown...)
+	rp.stepsShown = len(shown) > 0
 	sinks = append(sinks, rp.shown)
 	sinks = append(sinks, progress.SinkFunc(func(e progress.Event) { rp.setRun(e.Run) }))
 	rp.sink = progress.Fanout(sinks...)
 	return rp, nil
 }
 
-// Sink is where the run's events go.
-func (rp *runProgress) Sink() progress.Sink { return rp.sink }
+// attach makes e report to the run's sinks (nil-safe: a dry run has no progress). When a
+// renderer shows the steps, the run's log leaves them out.
+func (rp *runProgress) attach(e *execute.Executor) {
+	if rp == nil {
+		return
+	}
+	e.Events = rp.sink
+	e.StepsShown = rp.stepsShown
+}
 
 // finish writes the run's summary (once), stops the live view and gives stderr back.
 // outcome is progress.OutcomeDone, OutcomePartial or OutcomeFailed; "" derives it from err.

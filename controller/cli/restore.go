@@ -48,7 +48,7 @@ func runRestore(ctx context.Context, env *Env, args []string) (err error) {
 	defer closeAll()
 	e.TakeOver = *takeOver
 	cf.apply(e)
-	e.Events = rp.Sink()
+	rp.attach(e)
 	res, err := e.Restore(ctx, fs.Arg(0), parts, *approval)
 	if res != nil && res.Run != nil {
 		rp.setRun(res.Run.ID)

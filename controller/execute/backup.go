@@ -168,7 +168,7 @@ func (e *Executor) backupSite(ctx context.Context, dir string, run *journal.Run,
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
 	metered := meterBackup(stream, e.meter(run.ID, target.Step{Kind: target.BackupSite, Site: target.Site(host, site)}))
-	arts, err := runfolder.Receive(ctx, metered, host, site, runfolder.Folder{Dir: part, Rel: rel}, e.Progress)
+	arts, err := runfolder.Receive(ctx, metered, host, site, runfolder.Folder{Dir: part, Rel: rel}, nil)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}

@@ -32,13 +32,16 @@ type Executor struct {
 	B        *backends.Backends
 	J        *journal.Journal
 	StateDir string
-	// Log receives one line per step; Progress receives transfer progress (terminals only).
-	Log      io.Writer
-	Progress io.Writer
+	// Log receives the run's lines: one per step (unless StepsShown), warnings.
+	Log io.Writer
 	// Events, when set, receives step events as steps start and end, and the bytes of site
 	// backups and restores as they move (progress.Sink: safe for concurrent use).
 	Events progress.Sink
-	Now    func() time.Time
+	// StepsShown: the operator sees each step's start and end through Events (a live view,
+	// plain progress lines), so Log gets no lines of its own per step, only the others (the
+	// run's start, warnings).
+	StepsShown bool
+	Now        func() time.Time
 	// AfterStep, when set, runs after each step is journalled; an error stops the run right
 	// there, as a crash would. Tests use it to interrupt runs.
 	AfterStep func(step string) error

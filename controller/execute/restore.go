@@ -305,7 +305,13 @@ func (e *Executor) restoreSite(ctx context.Context, p *plan.Plan, approved journ
 	if err != nil {
 		return "", err
 	}
-	stream := meterRestore(raw, e.meter(rs.run, target.Step{Kind: target.RestoreSite, Site: ref}))
+	m := e.meter(rs.run, target.Step{Kind: target.RestoreSite, Site: ref})
+	var total int64 // what will be sent is known: the artifacts' sizes (rate and ETA)
+	for _, a := range arts {
+		total += a.Bytes
+	}
+	m.SetTotal(total)
+	stream := meterRestore(raw, m)
 	if err := stream.Send(&agentv1.RestoreSiteRequest{Msg: &agentv1.RestoreSiteRequest_Begin{Begin: &agentv1.RestoreBegin{Site: site, PlanId: runID, PlanSha256: p.PlanSHA256, Grant: g}}}); err != nil {
 		return "", fmt.Errorf("restore %s: %w", site, err)
 	}

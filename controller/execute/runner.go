@@ -136,11 +136,11 @@ func (r *stepRunner) begin(ctx context.Context, seq, total int) (*journal.Step, 
 	}
 	name := cur.ID.String()
 	if why := r.holds.skip(cur.ID); why != "" {
-		e.logf("%s %d/%d: %s: left for a later execute (%s)", r.label, seq, total, name, why)
+		e.stepf("%s %d/%d: %s: left for a later execute (%s)", r.label, seq, total, name, why)
 		e.observe(stepEvent{run: r.runID, step: cur.ID, seq: seq, phase: progress.PhaseSkipped, detail: "left for a later execute: " + why})
 		return nil, nil
 	}
-	e.logf("%s %d/%d: %s", r.label, seq, total, name)
+	e.stepf("%s %d/%d: %s", r.label, seq, total, name)
 	if err := e.J.Begin(ctx, r.runID, seq, e.now()); err != nil {
 		return nil, diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, err), r.runID, name)
 	}
@@ -193,19 +193,19 @@ func (r *stepRunner) settle(ctx context.Context, cur *journal.Step, o stepOutcom
 	if o.Err != nil {
 		switch {
 		case r.keepGoing:
-			e.logf("  failed: %v", o.Err)
+			e.stepf("  failed: %v", o.Err)
 			return nil
 		case r.holds != nil && cur.ID.Kind.PerSite():
 			// A failing node stops only its own targets.
 			r.holds.fail(cur.ID, o.Err)
-			e.logf("  failed: %v; its targets are left for a later execute, the others go on", o.Err)
+			e.stepf("  failed: %v; its targets are left for a later execute, the others go on", o.Err)
 			return nil
 		}
 		err := diskHint(fmt.Errorf("run %s: step %s: %w", r.runID, name, o.Err), r.runID, name)
 		return r.fail(ctx, err, fmt.Sprintf("%s: %v", name, o.Err))
 	}
 	if o.Detail != "" {
-		e.logf("  %s", o.Detail)
+		e.stepf("  %s", o.Detail)
 	}
 	if e.AfterStep != nil {
 		return e.AfterStep(name)
@@ -251,6 +251,14 @@ type stepEvent struct {
 	phase  progress.Phase
 	detail string
 	err    error
+}
+
+// stepf logs a line about a step, unless StepsShown says the operator sees the steps
+// through Events already.
+func (e *Executor) stepf(format string, a ...any) {
+	if !e.StepsShown {
+		e.logf(format, a...)
+	}
 }
 
 // observe hands a step event to the progress observer (Events), if any.

@@ -337,7 +337,7 @@ func (e *Executor) backupSiteSealed(ctx context.Context, dir string, run *journa
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
 	metered := meterBackup(stream, e.meter(run.ID, target.Step{Kind: target.BackupSite, Site: target.Site(host, site)}))
-	arts, err := runfolder.Receive(ctx, metered, host, site, e.Team.Sink(prefix), e.Progress)
+	arts, err := runfolder.Receive(ctx, metered, host, site, e.Team.Sink(prefix), nil)
 	if err != nil {
 		return "", fmt.Errorf("backup %s on %s: %w", site, host, err)
 	}
