@@ -103,7 +103,7 @@ func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p
 	total, targets := 0, 0
 	var all []d1.Statement
 	for t := range p.Targets {
-		stmts, n := deleteStatements(e.inv.Tables, func(row []int) bool { return contains(row, t) && !e.hold.keep(row) }, done)
+		stmts, n := deleteStatements(e.inv.Tables, func(row []int) bool { return slices.Contains(row, t) && !e.hold.keep(row) }, done)
 		if n == 0 {
 			continue
 		}
@@ -123,15 +123,6 @@ func (e *Executor) deleteD1(ctx context.Context, dir string, run *journal.Run, p
 		return "", fmt.Errorf("delete rows: %w", err)
 	}
 	return fmt.Sprintf("%d row(s) of %d target(s) deleted, children first, batched within D1's request budget", total, targets), nil
-}
-
-func contains(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func deleteStatements(tables []inventory.TableRows, want func([]int) bool, done map[string]bool) ([]d1.Statement, int) {
