@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ import (
 	"github.com/prego/testreset/controller/d1"
 	"github.com/prego/testreset/controller/inventory"
 	"github.com/prego/testreset/controller/journal"
+	"github.com/prego/testreset/controller/kv"
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/controller/target"
 )
@@ -262,12 +264,12 @@ func scopeLeft(ctx context.Context, b *backends.Backends, sc *runScope) (rows []
 	if rows, err = plannedRowsPresent(ctx, b.D1, &b.Config.Spec, sc.tables); err != nil {
 		return nil, nil, nil, err
 	}
-	for _, k := range sc.kv {
-		_, ok, err := b.KV.Get(ctx, k.Namespace, k.Key)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("look up kv %s %s: %w", k.Namespace, k.Key, err)
-		}
-		if ok {
+	present, err := kvPresent(ctx, b.KV, sc.kv, func(k inventory.KVKey) (string, string) { return k.Namespace, k.Key })
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for i, k := range sc.kv {
+		if present[i] {
 			keys = append(keys, k)
 		}
 	}
@@ -319,4 +321,33 @@ func ResumeCheck(ctx context.Context, b *backends.Backends, p *plan.Plan) (left 
 		sites = append(sites, s)
 	}
 	return left, sites, nil
+}
+
+// kvPresent reads keys by key, in as few bulk reads per namespace as the API allows (a
+// batch of hundreds of targets is a few requests, not one per key), and reports for each
+// item whether its key exists. Point reads, unlike listings, never show a deleted key.
+func kvPresent[T any](ctx context.Context, store kv.Store, items []T, key func(T) (namespace, name string)) ([]bool, error) {
+	byNS := map[string][]string{}
+	var order []string
+	for _, it := range items {
+		ns, k := key(it)
+		if _, ok := byNS[ns]; !ok {
+			order = append(order, ns)
+		}
+		byNS[ns] = append(byNS[ns], k)
+	}
+	found := map[string]map[string]*kv.Entry{}
+	for _, ns := range order {
+		m, err := store.GetMany(ctx, ns, slices.Compact(slices.Sorted(slices.Values(byNS[ns]))))
+		if err != nil {
+			return nil, fmt.Errorf("look up kv %s: %w", ns, err)
+		}
+		found[ns] = m
+	}
+	out := make([]bool, len(items))
+	for i, it := range items {
+		ns, k := key(it)
+		_, out[i] = found[ns][k]
+	}
+	return out, nil
 }

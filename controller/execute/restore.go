@@ -490,15 +490,19 @@ func (e *Executor) restoredMissing(ctx context.Context, dir string, arts []Artif
 			if err := readJSON(filepath.Join(dir, a.File), &b); err != nil {
 				return nil, err
 			}
+			var live []KVEntry
 			for _, en := range b.Entries {
 				if en.Expiration != 0 && en.Expiration <= e.now().Add(time.Minute).Unix() {
 					continue // expired: not restored, and said so
 				}
-				_, ok, err := e.B.KV.Get(ctx, en.Namespace, en.Key)
-				if err != nil {
-					return nil, fmt.Errorf("check kv %s %s: %w", en.Namespace, en.Key, err)
-				}
-				if !ok {
+				live = append(live, en)
+			}
+			present, err := kvPresent(ctx, e.B.KV, live, func(en KVEntry) (string, string) { return en.Namespace, en.Key })
+			if err != nil {
+				return nil, fmt.Errorf("check kv: %w", err)
+			}
+			for i, en := range live {
+				if !present[i] {
 					out = append(out, fmt.Sprintf("kv: %s %s", en.Namespace, en.Key))
 				}
 			}
