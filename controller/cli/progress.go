@@ -28,7 +28,7 @@ type progressFlags struct {
 func addProgressFlags(fs *flag.FlagSet) *progressFlags {
 	pf := &progressFlags{}
 	fs.BoolVar(&pf.json, "json", false, "write the run's events to stdout, one JSON object per line (see README)")
-	fs.StringVar(&pf.mode, "progress", progressAuto, "progress on stderr: auto, live, plain or off")
+	fs.StringVar(&pf.mode, "progress", progressAuto, "progress on stderr: auto, live (or tty), plain or off")
 	return pf
 }
 
@@ -85,6 +85,8 @@ func (pf *progressFlags) start(env *Env) (*runProgress, error) {
 		default:
 			mode = progressPlain
 		}
+	case "tty":
+		mode = progressLive
 	case progressLive, progressPlain, progressOff:
 	default:
 		return nil, usageErr("--progress: %q is not auto, live, plain or off", pf.mode)

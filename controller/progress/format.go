@@ -199,7 +199,7 @@ func endLine(e Event, s *step, now time.Time) string {
 	if e.Step == "" {
 		return runLine(e)
 	}
-	l := fmt.Sprintf("%-8s %s", e.Phase, Label(e))
+	l := fmt.Sprintf("%-8s %s", oneLine(string(e.Phase)), Label(e))
 	switch e.Phase {
 	case PhaseDone:
 		l += " in " + duration(now.Sub(s.started))
@@ -235,7 +235,7 @@ func runLine(e Event) string {
 			}
 		}
 	default:
-		l += " " + string(e.Phase)
+		l += " " + oneLine(string(e.Phase))
 	}
 	if e.Detail != "" {
 		l += ": " + oneLine(e.Detail)

@@ -50,7 +50,7 @@ func (p *Plain) Emit(e Event) {
 	case s == nil:
 		line = runLine(e)
 	case e.Phase == PhaseStarted:
-		line = fmt.Sprintf("%-8s %s", e.Phase, Label(e))
+		line = fmt.Sprintf("%-8s %s", PhaseStarted, Label(e))
 	case e.Phase == PhaseProgress:
 		if at.Sub(s.shown) < p.interval {
 			return
