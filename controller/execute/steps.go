@@ -2,10 +2,13 @@ package execute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -179,8 +182,8 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 	if e.B.Stripe == nil {
 		return "manual: Stripe is not configured; cancel subscriptions and delete customers in the dashboard", nil
 	}
-	subs, custs := 0, 0
 	// The customers found live at preflight (within the plan), never the plan's own list.
+	var todo []billing.Customer
 	for i, c := range e.inv.Stripe.Customers {
 		var ts []int
 		if i < len(e.inv.Stripe.CustomerTargets) {
@@ -189,21 +192,64 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 		if e.hold.keep(ts) {
 			continue // a held target's: deleted by the execute that finishes it
 		}
-		for _, s := range c.Subscriptions {
-			if s.Status == "canceled" || s.Status == "incomplete_expired" {
-				continue
-			}
-			if err := e.B.Stripe.CancelSubscription(ctx, s.ID, "testreset-"+run.ID+"-cancel-"+s.ID); err != nil {
-				return "", err
-			}
-			subs++
-		}
-		if err := e.B.Stripe.DeleteCustomer(ctx, c.ID, "testreset-"+run.ID+"-delete-"+c.ID); err != nil {
-			return "", err
-		}
-		custs++
+		todo = append(todo, c)
 	}
-	return fmt.Sprintf("%d subscription(s) cancelled, %d customer(s) deleted", subs, custs), nil
+	// Customers are independent: up to Concurrency of them at once (a fleet batch is
+	// hundreds of round trips). Each customer's subscriptions go before it, and every call
+	// carries an idempotency key, so a step run again after a failure repeats nothing twice.
+	var subs, custs atomic.Int64
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, max(1, e.Concurrency))
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, c := range todo {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := e.deleteStripeCustomer(ctx, run, c, &subs); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				cancel()
+				return
+			}
+			custs.Add(1)
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return "", errors.Join(errs...)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d subscription(s) cancelled, %d customer(s) deleted", subs.Load(), custs.Load()), nil
+}
+
+// deleteStripeCustomer cancels c's live subscriptions, then deletes c.
+func (e *Executor) deleteStripeCustomer(ctx context.Context, run *journal.Run, c billing.Customer, subs *atomic.Int64) error {
+	for _, s := range c.Subscriptions {
+		if s.Status == "canceled" || s.Status == "incomplete_expired" {
+			continue
+		}
+		if err := e.B.Stripe.CancelSubscription(ctx, s.ID, "testreset-"+run.ID+"-cancel-"+s.ID); err != nil {
+			return err
+		}
+		subs.Add(1)
+	}
+	return e.B.Stripe.DeleteCustomer(ctx, c.ID, "testreset-"+run.ID+"-delete-"+c.ID)
 }
 
 // Remaining takes the inventory of the plan's targets again and, once the plan was executed
