@@ -273,20 +273,32 @@ func scopeLeft(ctx context.Context, b *backends.Backends, sc *runScope) (rows []
 			keys = append(keys, k)
 		}
 	}
-	for _, s := range sc.sites {
+	// Sites are asked up to execute.concurrency at once; the answers keep the scope's order.
+	left := make([]*inventory.Site, len(sc.sites))
+	err = forEach(ctx, b.Config.Execute.Concurrency, len(sc.sites), func(ctx context.Context, i int) error {
+		s := sc.sites[i]
 		resp, err := b.InspectSite(ctx, s.Host, s.Name)
 		switch {
 		case status.Code(err) == codes.NotFound:
-			continue // the agent found no site folder: nothing of it left
+			return nil // the agent found no site folder: nothing of it left
 		case err != nil:
 			// A node that cannot be asked is no proof of absence.
 			s.Error = fmt.Sprintf("agent %s: %s: %s", s.Host, status.Code(err), status.Convert(err).Message())
-			sites = append(sites, s)
-			continue
+			left[i] = &s
+			return nil
 		}
 		st := resp.GetSite()
 		s.Exists, s.DBExists, s.DBUserExists, s.Error = true, st.GetDbExists(), st.GetDbUserExists(), st.GetError()
-		sites = append(sites, s)
+		left[i] = &s
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, s := range left {
+		if s != nil {
+			sites = append(sites, *s)
+		}
 	}
 	return rows, keys, sites, nil
 }

@@ -198,41 +198,14 @@ func (e *Executor) stripe(ctx context.Context, p *plan.Plan, run *journal.Run) (
 	// hundreds of round trips). Each customer's subscriptions go before it, and every call
 	// carries an idempotency key, so a step run again after a failure repeats nothing twice.
 	var subs, custs atomic.Int64
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, max(1, e.Concurrency))
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, c := range todo {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+	err := forEach(ctx, e.Concurrency, len(todo), func(ctx context.Context, i int) error {
+		if err := e.deleteStripeCustomer(ctx, run, todo[i], &subs); err != nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := e.deleteStripeCustomer(ctx, run, c, &subs); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-				cancel()
-				return
-			}
-			custs.Add(1)
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return "", errors.Join(errs...)
-	}
-	if err := ctx.Err(); err != nil {
+		custs.Add(1)
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d subscription(s) cancelled, %d customer(s) deleted", subs.Load(), custs.Load()), nil
@@ -337,18 +310,67 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 		for _, c := range inv.Stripe.Customers {
 			seen[c.ID] = true
 		}
+		var ask []billing.Customer
 		for _, c := range customers {
-			if seen[c.ID] {
-				continue
+			if !seen[c.ID] {
+				ask = append(ask, c)
 			}
-			cu, err := b.Stripe.Customer(ctx, c.ID)
+		}
+		alive := make([]bool, len(ask))
+		err := forEach(ctx, b.Config.Execute.Concurrency, len(ask), func(ctx context.Context, i int) error {
+			cu, err := b.Stripe.Customer(ctx, ask[i].ID)
 			if err != nil {
-				return nil, fmt.Errorf("verify stripe customer %s: %w", c.ID, err)
+				return fmt.Errorf("verify stripe customer %s: %w", ask[i].ID, err)
 			}
-			if !cu.Deleted {
+			alive[i] = !cu.Deleted
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for i, c := range ask {
+			if alive[i] {
 				out = append(out, fmt.Sprintf("stripe: customer %s (%s)", c.ID, c.Email))
 			}
 		}
 	}
 	return out, nil
+}
+
+// forEach runs fn for 0..n-1, up to limit at once (at least 1), and returns the errors of
+// those that failed; the first failure cancels the calls not yet started.
+func forEach(ctx context.Context, limit, n int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, max(1, limit))
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return context.Cause(ctx)
 }
