@@ -3,7 +3,9 @@ package progress_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -333,4 +335,55 @@ func TestLiveFitsWideText(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLiveStartClose redraws from its own goroutine while events and log lines arrive from
+// others; run with -race.
+func TestLiveStartClose(t *testing.T) {
+	var out lockedBuffer
+	l := progress.NewLive(&out, progress.LiveOptions{Interval: time.Millisecond})
+	l.Start()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			ev := progress.Event{Run: "r", Step: "backup site", Site: "s", Node: string(rune('a' + w))}
+			for i := range 50 {
+				ev.Phase, ev.Bytes = progress.PhaseProgress, int64(i)
+				if i == 0 {
+					ev.Phase = progress.PhaseStarted
+				}
+				l.Emit(ev)
+				fmt.Fprintf(l.Log(), "log %d %d\n", w, i)
+				time.Sleep(100 * time.Microsecond)
+			}
+			ev.Phase = progress.PhaseDone
+			l.Emit(ev)
+		})
+	}
+	wg.Wait()
+	l.Close()
+	got := out.String()
+	if n := strings.Count(got, "done     backup site s on "); n != 4 {
+		t.Errorf("%d done lines, want 4", n)
+	}
+	if n := strings.Count(got, "log "); n != 200 {
+		t.Errorf("%d log lines, want 200", n)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
