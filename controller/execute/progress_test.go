@@ -158,7 +158,7 @@ func TestJSONEvents(t *testing.T) {
 	}
 }
 
-// TestLiveView runs execute through the CLI as on a terminal: the live view draws, the
+// TestLiveView runs execute through the CLI as on a terminal: the live view is gone at the end, the
 // run's log lines and every step's end print above it, and nothing but the view's own
 // cursor movements reaches the terminal as a control sequence.
 func TestLiveView(t *testing.T) {
@@ -192,12 +192,10 @@ func TestLiveView(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, text)
 		}
 	}
-	// The view drew, and is gone at the end: the last write erased it and printed only
-	// lines above.
+	// The view is gone at the end: the last write erased it and printed only lines above.
+	// (Whether it drew at all depends on timing: a run shorter than a redraw interval may
+	// end before the view's first frame; the renderer's own tests draw it on a fake clock.)
 	all := stderr.String()
-	if !strings.Contains(all, " running, ") {
-		t.Errorf("the view never drew:\n%q", all)
-	}
 	if i := strings.LastIndex(all, "\x1b[J"); i >= 0 && strings.Contains(all[i:], " running, ") {
 		t.Errorf("the view is still on the screen at the end:\n%q", all[i:])
 	}
