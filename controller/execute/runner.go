@@ -122,6 +122,12 @@ func (r *stepRunner) begin(ctx context.Context, seq, total int) (*journal.Step, 
 	e := r.e
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// An interrupted execute (Ctrl-C) starts no more steps and journals the run as stopped;
+	// the other steps in flight end on their own.
+	if cerr := context.Cause(ctx); cerr != nil && !r.keepGoing {
+		err := fmt.Errorf("run %s: interrupted before step %d: %w", r.runID, seq, cerr)
+		return nil, r.fail(ctx, err, err.Error())
+	}
 	// The lease on the targets must still be this run's (no take-over after expiry).
 	if err := e.cur.check(ctx); err != nil {
 		return nil, r.fail(ctx, err, err.Error())
@@ -195,6 +201,10 @@ func (r *stepRunner) settle(ctx context.Context, cur *journal.Step, o stepOutcom
 		case r.keepGoing:
 			e.stepf("  failed: %v", o.Err)
 			return nil
+		case !r.keepGoing && ctx.Err() != nil:
+			// Interrupted, not a failing node: the run stops, no target is held for it.
+			err := fmt.Errorf("run %s: step %s interrupted: %w: %w", r.runID, name, context.Cause(ctx), o.Err)
+			return r.fail(ctx, err, err.Error())
 		case r.holds != nil && cur.ID.Kind.PerSite():
 			// A failing node stops only its own targets.
 			r.holds.fail(cur.ID, o.Err)
