@@ -337,11 +337,15 @@ func remaining(ctx context.Context, b *backends.Backends, p *plan.Plan, customer
 	return out, nil
 }
 
+// errSiblingFailed cancels forEach's calls in flight once one of them failed.
+var errSiblingFailed = errors.New("another call failed")
+
 // forEach runs fn for 0..n-1, up to limit at once (at least 1), and returns the errors of
-// those that failed; the first failure cancels the calls not yet started.
+// those that failed; the first failure cancels the others (not started, or in flight: a
+// call that ends only because of that is not named as a failure).
 func forEach(ctx context.Context, limit, n int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	sem := make(chan struct{}, max(1, limit))
 	var (
 		wg   sync.WaitGroup
@@ -361,10 +365,14 @@ func forEach(ctx context.Context, limit, n int, fn func(ctx context.Context, i i
 			defer wg.Done()
 			defer func() { <-sem }()
 			if err := fn(ctx, i); err != nil {
+				cancelled := errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
+				if cancelled && errors.Is(context.Cause(ctx), errSiblingFailed) {
+					return // cut short by the failure that is reported
+				}
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
-				cancel()
+				cancel(errSiblingFailed)
 			}
 		}()
 	}
