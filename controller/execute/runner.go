@@ -66,8 +66,10 @@ func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
 			if err != nil {
 				return out, err
 			}
-			if ctx.Err() != nil && r.keepGoing {
-				break // restore: the failed parts are reported
+			if ctx.Err() != nil && i+n < len(js) {
+				// Interrupted (restore goes on after failed steps, not after this): the
+				// steps that ran are reported, the rest are left to the next run.
+				return out, r.interrupted(ctx)
 			}
 			i += n
 			continue
@@ -82,8 +84,8 @@ func (r *stepRunner) run(ctx context.Context) ([]stepOutcome, error) {
 		if err != nil {
 			return out, err
 		}
-		if o.Err != nil && ctx.Err() != nil {
-			break
+		if ctx.Err() != nil && i+1 < len(js) {
+			return out, r.interrupted(ctx)
 		}
 		i++
 	}
@@ -124,9 +126,8 @@ func (r *stepRunner) begin(ctx context.Context, seq, total int) (*journal.Step, 
 	defer r.mu.Unlock()
 	// An interrupted execute (Ctrl-C) starts no more steps and journals the run as stopped;
 	// the other steps in flight end on their own.
-	if cerr := context.Cause(ctx); cerr != nil && !r.keepGoing {
-		err := fmt.Errorf("run %s: interrupted before step %d: %w", r.runID, seq, cerr)
-		return nil, r.fail(ctx, err, err.Error())
+	if ctx.Err() != nil {
+		return nil, r.interrupted(ctx)
 	}
 	// The lease on the targets must still be this run's (no take-over after expiry).
 	if err := e.cur.check(ctx); err != nil {
@@ -221,6 +222,13 @@ func (r *stepRunner) settle(ctx context.Context, cur *journal.Step, o stepOutcom
 		return e.AfterStep(name)
 	}
 	return nil
+}
+
+// interrupted journals the run as failed because ctx was cancelled (Ctrl-C, SIGTERM) and
+// returns that error: no further step starts, the next run takes up the rest.
+func (r *stepRunner) interrupted(ctx context.Context) error {
+	err := fmt.Errorf("run %s: interrupted: %w", r.runID, context.Cause(ctx))
+	return r.fail(ctx, err, err.Error())
 }
 
 // partial journals the run as partial (some targets held for a later execute) and
