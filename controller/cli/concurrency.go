@@ -30,10 +30,14 @@ func (c concurrencyFlags) check() error {
 	return nil
 }
 
-// apply sets the limits the flags give on e (the config's stay otherwise).
+// apply sets the limits the flags give on e (the config's stay otherwise). The config
+// takes --concurrency too: verify's lookups, which see only the backends, use the same limit.
 func (c concurrencyFlags) apply(e *execute.Executor) {
 	if *c.all > 0 {
 		e.Concurrency = *c.all
+		if e.B != nil && e.B.Config != nil {
+			e.B.Config.Execute.Concurrency = *c.all
+		}
 	}
 	if *c.perNode > 0 {
 		e.PerNode = *c.perNode
