@@ -1,6 +1,7 @@
 package cfapitest_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -114,5 +115,44 @@ func TestKVBulkGetLimits(t *testing.T) {
 		if status != want {
 			t.Errorf("%d keys = %d %s, want %d", n, status, raw, want)
 		}
+	}
+}
+
+// TestD1ClientGone: a client that goes away mid-request (a controller killed while its
+// delete is in flight) loses the response, not the database: D1 finishes the request, and
+// the next one is served.
+func TestD1ClientGone(t *testing.T) {
+	srv := cfapitest.New(t, cfapitest.Options{RequestTimeout: 5 * time.Second})
+	if _, err := srv.DB().Exec("CREATE TABLE t (id INTEGER PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetStatementLatency(150 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	body := `{"batch":[{"sql":"INSERT INTO t VALUES (1)"},{"sql":"INSERT INTO t VALUES (2)"},{"sql":"INSERT INTO t VALUES (3)"}]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL()+d1Path(srv, "/raw"), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.Token())
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("the request finished before the client gave up: make the statements slower")
+	}
+	srv.SetStatementLatency(0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, _, raw := call(t, srv, http.MethodPost, d1Path(srv, "/raw"), `{"sql":"SELECT count(*) FROM t"}`)
+		if status != http.StatusOK {
+			t.Fatalf("after the client went away: %d %s", status, raw)
+		}
+		if strings.Contains(string(raw), "[3]") || time.Now().After(deadline) {
+			if !strings.Contains(string(raw), "[3]") {
+				t.Errorf("rows = %s, want the whole batch of 3 committed", raw)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
