@@ -3,13 +3,12 @@ package cli
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prego/testreset/internal/testing/proc"
 )
 
 // TestFaultHookStopsTheCaller: at a stop@ point the goroutine that reached it runs no
@@ -56,7 +55,7 @@ func TestFaultHookStopsTheCaller(t *testing.T) {
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
 		deadline := time.Now().Add(30 * time.Second)
-		for !allThreadsStopped(cmd.Process.Pid) {
+		for !proc.AllStopped(cmd.Process.Pid) {
 			select {
 			case <-exited:
 				r.Close()
@@ -79,22 +78,4 @@ func TestFaultHookStopsTheCaller(t *testing.T) {
 			t.Fatalf("run %d: the goroutine at the stop point went on before the process stopped", i)
 		}
 	}
-}
-
-func allThreadsStopped(pid int) bool {
-	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/stat")
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, p := range tasks {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return false
-		}
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i <= 0 || len(s) <= i+2 || s[i+2] != 'T' {
-			return false
-		}
-	}
-	return true
 }

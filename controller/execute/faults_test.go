@@ -20,6 +20,7 @@ import (
 	"github.com/prego/testreset/controller/plan"
 	"github.com/prego/testreset/internal/testing/agenttest"
 	"github.com/prego/testreset/internal/testing/mariadbtest"
+	"github.com/prego/testreset/internal/testing/proc"
 )
 
 // agentProcess is reset-agent as its own process on a fixed loopback port, so the fault
@@ -183,33 +184,12 @@ func (c *ctl) stopped(t *testing.T) {
 			t.Fatalf("resetctl ended before its fault point: exit %d\n%s\n%s", c.code, c.out.String(), c.errb.String())
 		default:
 		}
-		if allStopped(c.cmd.Process.Pid) {
+		if proc.AllStopped(c.cmd.Process.Pid) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("resetctl did not reach its fault point")
-}
-
-// allStopped reports whether every thread of pid is stopped: the main thread alone may stop
-// while the others still run.
-func allStopped(pid int) bool {
-	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/stat")
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, p := range tasks {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return false
-		}
-		// pid (comm) STATE ...: comm may hold spaces, the state follows the last ')'.
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i <= 0 || len(s) <= i+2 || s[i+2] != 'T' {
-			return false
-		}
-	}
-	return true
 }
 
 func (c *ctl) signalProc(sig syscall.Signal) { c.cmd.Process.Signal(sig) }
